@@ -1,0 +1,208 @@
+"""One async protocol for every engine, and the `Backend` that adds what all engines share.
+
+An `Engine` only translates: our `LLMRequest` in, an `LLMResult` out, and its SDK's exceptions
+mapped to `backends.errors`. Everything engines have in common is written once, in `Backend`:
+
+- a concurrency bound (`anyio.CapacityLimiter`) per backend, not per graph;
+- `n` samples for engines that return one choice per request (separate requests, seeds s, s+1, ...);
+- retries with exponential backoff and jitter for every `EngineFault`, honouring Retry-After;
+- structured output: the engine constrains decoding to the schema, and `Backend` re-validates
+  every choice with pydantic, drops invalid choices and retries when none is valid;
+- accounting: every attempt's usage and every fault go to the run's `Ledger`.
+
+Invariants: a result always carries `usage`; a call either returns valid output or raises
+`CallFailed` (never a partial or default value that could be mistaken for a score).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar, runtime_checkable
+
+import anyio
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
+from backends.ledger import Ledger
+from schemas.llm import Choice, LLMRequest, LLMResult
+from schemas.usage import Usage
+
+T = TypeVar("T", bound=BaseModel)
+log = structlog.get_logger("drpo.backend")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A model behind some API. Implementations: llamacpp.py, openai_compat.py, scripted.py."""
+
+    model: str
+    native_n: bool
+    """True when one request can return `n` choices."""
+
+    async def complete(self, request: LLMRequest) -> LLMResult:
+        """Run one request. Raise an `EngineFault` subclass for any failure of this call."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Structured(BaseModel, Generic[T]):
+    values: list[T]
+    """One valid instance per surviving choice (at least one)."""
+    usage: Usage
+
+
+_FENCE = re.compile(r"^```(?:json|JSON)?\s*|\s*```$")
+
+
+def parse_json_object(text: str) -> object:
+    """The JSON object in `text`: tolerates code fences and prose around the outermost braces."""
+    stripped = _FENCE.sub("", text.strip())
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start < 0 or end < start:
+        raise InvalidOutput(f"no JSON object in output: {text[:80]!r}")
+    try:
+        return json.loads(stripped[start : end + 1], strict=False)
+    except json.JSONDecodeError as exc:
+        raise InvalidOutput(f"malformed JSON ({exc.msg}) in output: {text[:80]!r}") from exc
+
+
+class Backend:
+    """An engine plus the behaviour every engine shares (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str,
+        ledger: Ledger,
+        max_concurrency: int = 16,
+        max_attempts: int = 4,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.ledger = ledger
+        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self._jitter = random.Random()
+
+    @property
+    def model(self) -> str:
+        return self.engine.model
+
+    async def generate(self, request: LLMRequest, clean: Callable[[str], str] = str.strip) -> LLMResult:
+        """All `request.sampling.n` choices, each passed through `clean`; empty output is a fault."""
+
+        def check(choices: Sequence[Choice]) -> list[Choice]:
+            cleaned = [c.model_copy(update={"text": clean(c.text)}) for c in choices]
+            if not any(c.text for c in cleaned):
+                raise EmptyOutput("the engine returned no text")
+            return cleaned
+
+        result, cleaned = await self._sample(request, check)
+        return result.model_copy(update={"choices": cleaned})
+
+    async def generate_structured(self, request: LLMRequest, output_type: type[T]) -> Structured[T]:
+        """Valid `output_type` instances, one per choice that parsed; retries when none did."""
+        if request.json_schema is None:
+            request = request.model_copy(update={"json_schema": output_type.model_json_schema(by_alias=True)})
+
+        def validate(choices: Sequence[Choice]) -> list[T]:
+            values, errors = [], []
+            for choice in choices:
+                try:
+                    values.append(output_type.model_validate(parse_json_object(choice.text)))
+                except (InvalidOutput, ValidationError) as exc:
+                    errors.append(str(exc).splitlines()[0])
+            if not values:
+                raise InvalidOutput("; ".join(errors) or "no choices")
+            if errors:
+                self.ledger.fault(request.role, InvalidOutput.kind)
+            return values
+
+        result, values = await self._sample(request, validate)
+        return Structured[output_type](values=values, usage=result.usage)  # type: ignore[valid-type]
+
+    async def _sample(self, request: LLMRequest, check):  # type: ignore[no-untyped-def]
+        n = request.sampling.n
+        if n == 1 or self.engine.native_n:
+            return await self._call_with_retries(request, check)
+        # One request per sample, all in flight; seeds s, s+1, ... keep samples distinct.
+        singles = [_nth_sample(request, i) for i in range(n)]
+        outcomes: list = [None] * n
+
+        async def one(i: int) -> None:
+            outcomes[i] = await self._call_with_retries(singles[i], check)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(one, i)
+        return _combine(outcomes)
+
+    async def _call_with_retries(self, request: LLMRequest, check):  # type: ignore[no-untyped-def]
+        faults: list[str] = []
+        spent = Usage()
+        for attempt in range(self.max_attempts):
+            attempt_request = request if attempt == 0 else _reseeded(request, attempt)
+            started = time.perf_counter()
+            try:
+                async with self.limiter:
+                    result = await self.engine.complete(attempt_request)
+                usage = result.usage.model_copy(update={"calls": 1, "latency_s": time.perf_counter() - started})
+                spent = spent + usage
+                self.ledger.record(request.role, self.name, usage)
+                checked = check(result.choices)
+                return _with_usage(result, spent), checked
+            except EngineFault as fault:
+                faults.append(fault.kind)
+                self.ledger.fault(request.role, fault.kind)
+                log.warning("engine.fault", role=request.role, backend=self.name, kind=fault.kind,
+                            attempt=attempt + 1, error=str(fault)[:200])
+                if attempt + 1 == self.max_attempts:
+                    self.ledger.failed(request.role)
+                    raise CallFailed(request.role, faults, fault) from fault
+                await anyio.sleep(self._delay(attempt, fault))
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, fault: EngineFault) -> float:
+        if isinstance(fault, RateLimited) and fault.retry_after_s is not None:
+            return fault.retry_after_s
+        if isinstance(fault, InvalidOutput | EmptyOutput):
+            return 0.0  # the engine is healthy; try again with another seed at once
+        return self.backoff_s * (2**attempt) * self._jitter.uniform(0.5, 1.5)
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+
+def _nth_sample(request: LLMRequest, i: int) -> LLMRequest:
+    seed = request.sampling.seed
+    sampling = request.sampling.model_copy(update={"n": 1, "seed": None if seed is None else seed + i})
+    return request.model_copy(update={"sampling": sampling})
+
+
+def _reseeded(request: LLMRequest, attempt: int) -> LLMRequest:
+    """A retry draws another sample: a deterministic engine would repeat the same bad output."""
+    seed = request.sampling.seed
+    sampling = request.sampling.model_copy(update={"seed": (seed or 0) + 1000 * attempt})
+    if sampling.temperature == 0.0:
+        sampling.temperature = 0.3
+    return request.model_copy(update={"sampling": sampling})
+
+
+def _with_usage(result: LLMResult, usage: Usage) -> LLMResult:
+    return result.model_copy(update={"usage": usage})
+
+
+def _combine(outcomes: list) -> tuple[LLMResult, list]:  # type: ignore[type-arg]
+    results = [r for r, _ in outcomes]
+    usage = sum((r.usage for r in results), Usage())
+    merged = LLMResult(choices=[c for r in results for c in r.choices], usage=usage, model=results[0].model)
+    return merged, [v for _, vs in outcomes for v in vs]

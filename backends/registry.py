@@ -1,0 +1,62 @@
+"""Builds one `Backend` per (backend, model) pair of a run and hands each role its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from backends.base import Backend, Engine
+from backends.ledger import Ledger
+from schemas.config import BackendConfig, RunConfig
+
+EngineFactory = Callable[[BackendConfig, "str | None"], Engine]
+
+
+def build_engine(config: BackendConfig, model: str | None) -> Engine:
+    """The real engine a backend entry describes. Optional SDKs are imported only here."""
+    if config.kind == "embedded":
+        from backends.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(model, n_ctx=config.n_ctx, n_threads=config.n_threads)
+    from backends.openai_compat import OpenAICompatEngine
+
+    if not model:
+        raise ValueError("the openai backend needs a model name: pass --model NAME")
+    return OpenAICompatEngine(
+        model, base_url=config.base_url, api_key_env=config.api_key_env, chat=config.chat, timeout_s=config.timeout_s
+    )
+
+
+class BackendPool:
+    """Role → Backend. Roles that share a backend and model share one engine (and its limiter)."""
+
+    def __init__(self, config: RunConfig, ledger: Ledger, engine_factory: EngineFactory = build_engine) -> None:
+        self.config = config
+        self.ledger = ledger
+        self._factory = engine_factory
+        self._backends: dict[tuple[str, str | None], Backend] = {}
+
+    def for_role(self, role: str) -> Backend:
+        binding = self.config.role(role)
+        backend_config = self.config.backends[binding.backend]
+        model = binding.model or backend_config.model
+        key = (binding.backend, model)
+        if key not in self._backends:
+            engine = self._factory(backend_config, model)
+            self._backends[key] = Backend(
+                engine,
+                name=f"{binding.backend}:{engine.model}",
+                ledger=self.ledger,
+                max_concurrency=1 if backend_config.kind == "embedded" else backend_config.max_concurrency,
+                max_attempts=backend_config.max_attempts,
+            )
+        return self._backends[key]
+
+    def models(self) -> dict[str, str]:
+        """The model that serves each role, for the artifact."""
+        from schemas.config import ROLES
+
+        return {role: self.for_role(role).name for role in ROLES}
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()

@@ -1,0 +1,1 @@
+"""The application layer: command line, run orchestration, data loading, logging."""

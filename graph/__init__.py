@@ -1,0 +1,1 @@
+"""The LangGraph state machines: the beam search over system prompts (beam.py)."""

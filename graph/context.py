@@ -1,0 +1,35 @@
+"""What every node can reach at run time (LangGraph `context=`): engines, data, caches.
+
+Context is not checkpointed; it holds the live objects (clients, limiters, the example pool)
+that state must not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from anyio.abc import TaskGroup
+
+from agents.criteria import CriteriaCache
+from agents.curator import ExamplePool
+from backends.registry import BackendPool
+from schemas.catalogue import AspectCatalogue
+from schemas.config import RunConfig
+
+
+@dataclass
+class RunContext:
+    config: RunConfig
+    backends: BackendPool
+    catalogue: AspectCatalogue
+    examples: ExamplePool
+    queries: list[str]
+    """The training stream in its seeded order; level l answers query l + 1, the root query 0."""
+    criteria_cache: CriteriaCache = field(default_factory=lambda: CriteriaCache(None))
+    background: TaskGroup | None = None
+    """Where prefetches run, so they outlive the node that starts them."""
+
+    @property
+    def final_depth_cap(self) -> int:
+        search = self.config.search
+        return min(search.depth + search.max_depth_increase, len(self.queries))

@@ -1,0 +1,18 @@
+"""Concurrency helpers for nodes: everything independent is in flight at once."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+import anyio
+
+from backends.errors import CallFailed
+
+
+async def gather(*coros: Coroutine[Any, Any, Any]) -> tuple[Any, ...]:
+    """`anyio.gather`, but a failed call surfaces as itself, not wrapped in an ExceptionGroup."""
+    try:
+        return await anyio.gather(*coros)
+    except* CallFailed as group:
+        raise group.exceptions[0] from None

@@ -1,0 +1,44 @@
+"""Every agent message becomes one structured log line (the trace).
+
+`traced` wraps one agent call: it logs the request and the reply (or the failure) as
+`agent.message` events carrying the agent, the message type, latency and tokens; the run, level,
+beam and candidate ids come from structlog contextvars bound by the graph. The logging setup
+(drpo/logs.py) routes these events to `trace.jsonl` and the run log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import structlog
+from pydantic import BaseModel
+
+from backends.errors import CallFailed
+from schemas.usage import Usage
+
+R = TypeVar("R", bound=BaseModel)
+trace_log = structlog.get_logger("drpo.trace")
+
+
+def _payload(message: BaseModel) -> dict:
+    return message.model_dump(mode="json", exclude={"usage"})
+
+
+async def traced(agent: str, request: BaseModel, reply: Awaitable[R]) -> R:
+    trace_log.info("agent.message", agent=agent, direction="request", message_type=type(request).__name__,
+                   message=_payload(request))
+    started = time.perf_counter()
+    try:
+        result = await reply
+    except CallFailed as failure:
+        trace_log.warning("agent.message", agent=agent, direction="failed", message_type="CallFailed",
+                          latency_s=round(time.perf_counter() - started, 4), faults=failure.faults,
+                          error=str(failure.last)[:300])
+        raise
+    usage: Usage = getattr(result, "usage", None) or Usage()
+    trace_log.info("agent.message", agent=agent, direction="reply", message_type=type(result).__name__,
+                   message=_payload(result), latency_s=round(time.perf_counter() - started, 4),
+                   calls=usage.calls, tokens_in=usage.tokens_in, tokens_out=usage.tokens_out)
+    return result

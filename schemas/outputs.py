@@ -1,0 +1,66 @@
+"""What engines must produce. The JSON schemas sent to engines are generated from these types.
+
+Field descriptions are part of the schema the model reads, so they are written for the model.
+Strings carry no `maxLength`: llama.cpp's grammar compiler rejects long bounded repetitions, and
+an API model's long answer is no fault. Output length is bounded by each role's `max_tokens`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+
+class QueryAnalysis(BaseModel):
+    main_topic: str = Field(description="The subject of the query.")
+    user_intent: str = Field(description="What the user wants to achieve.")
+    ambiguities: str = Field(
+        description="Unclear parts or false premises in the query, or 'none'."
+    )
+    response_format: str = Field(description="The form a good answer should take.")
+    challenges: str = Field(description="What makes answering well hard.")
+
+
+class AspectsSelection(BaseModel):
+    reasoning: str = Field(description="Why these aspects matter most for this query.")
+    selected_aspects: list[str] = Field(description="Between 2 and 5 aspect names from the catalogue.")
+
+
+class CriteriaOutput(BaseModel):
+    query_analysis: QueryAnalysis
+    aspects_selection: AspectsSelection
+
+    @classmethod
+    def schema_for(cls, names: list[str]) -> dict[str, Any]:
+        """The schema with the aspect names enumerated, so constrained decoders pick real ones."""
+        schema = cls.model_json_schema()
+        items = schema["$defs"]["AspectsSelection"]["properties"]["selected_aspects"]
+        items["items"] = {"type": "string", "enum": list(names)}
+        items["minItems"], items["maxItems"] = 2, 5
+        return schema
+
+
+class ScoredAspect(BaseModel):
+    rationale: str = Field(description="The evidence for the score, citing the response.")
+    score: int = Field(description="1 (strongly disagree) to 5 (strongly agree).", json_schema_extra={"enum": [1, 2, 3, 4, 5]})
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _clamp(cls, value: Any) -> int:
+        """Accept "4", 4.0 or "4.5" (rounded half up) and clamp to 1-5; reject text like "N/A"."""
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
+        return min(5, max(1, int(number + 0.5)))
+
+
+def judge_output_type(aspects: list[str]) -> type[BaseModel]:
+    """A model with exactly one required `ScoredAspect` field per selected aspect."""
+    fields: dict[str, Any] = {name: (ScoredAspect, Field(alias=name)) for name in aspects}
+    safe = {f"aspect_{i}": spec for i, spec in enumerate(fields.values())}
+    return create_model("JudgeOutput", __config__=ConfigDict(populate_by_name=True), **safe)
+
+
+class RewriteOutput(BaseModel):
+    analysis: str = Field(description="What in the response cost points, per aspect.")
+    thought: str = Field(description="How the system prompt should change, and why.")
+    new_system_prompt: str = Field(description="The complete improved system prompt.")
