@@ -132,19 +132,34 @@ class Backend:
 
     async def _sample(self, request: LLMRequest, check):  # type: ignore[no-untyped-def]
         n = request.sampling.n
+        first = 0
+        outcomes: list = []
         if n == 1 or self.engine.native_n:
-            return await self._call_with_retries(request, check)
-        # One request per sample, all in flight; seeds s, s+1, ... keep samples distinct.
-        singles = [_nth_sample(request, i) for i in range(n)]
-        outcomes: list = [None] * n
+            result, values = await self._call_with_retries(request, check)
+            if n == 1 or len(result.choices) >= n:
+                return result, values
+            # The server ignored `n` (llama.cpp's does): top up with one request per missing sample.
+            first, outcomes = len(result.choices), [(result, values)]
+        # One request per sample, all in flight; seeds s+i keep samples distinct.
+        singles = [_nth_sample(request, i) for i in range(first, n)]
+        outcomes += [None] * len(singles)
+        offset = len(outcomes) - len(singles)
+
+        failures: list[CallFailed] = []
 
         async def one(i: int) -> None:
-            outcomes[i] = await self._call_with_retries(singles[i], check)
+            try:
+                outcomes[offset + i] = await self._call_with_retries(singles[i], check)
+            except CallFailed as failure:  # one lost sample is dropped; the others still count
+                failures.append(failure)
 
         async with anyio.create_task_group() as tg:
-            for i in range(n):
+            for i in range(len(singles)):
                 tg.start_soon(one, i)
-        return _combine(outcomes)
+        survivors = [o for o in outcomes if o is not None]
+        if not survivors:
+            raise failures[0]
+        return _combine(survivors)
 
     async def _call_with_retries(self, request: LLMRequest, check):  # type: ignore[no-untyped-def]
         faults: list[str] = []

@@ -1,6 +1,6 @@
 """DRPO's beam search over system prompts, as a LangGraph state machine (drpo-method.md §4).
 
-    prefetch_criteria   start the criteria selection of every query the search can reach
+    prefetch_criteria   start the criteria selection of the first D queries, in the background
     evaluate_root       answer query 0 under the initial prompt and judge it (never scored on a path)
     ┌─> route_level     stop when the next query is past the depth; else one `expand` per beam node
     │   expand          rewrite the node's prompt (or skip), then answer and judge every candidate
@@ -51,8 +51,9 @@ async def evaluate(ctx: RunContext, prompt: str, query_index: int) -> Evaluation
 
 
 async def prefetch(state: BeamState, runtime: Runtime[RunContext]) -> dict:
+    """The first D queries are certainly used; each depth bump prefetches the one it adds."""
     ctx = runtime.context
-    prefetch_criteria(ctx, ctx.queries[: ctx.final_depth_cap])
+    prefetch_criteria(ctx, ctx.queries[: ctx.config.search.depth])
     return {}
 
 
@@ -138,6 +139,7 @@ async def keep_top(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     bumped = any(c.skipped for c in children) and max_depth < search.depth + search.max_depth_increase
     if bumped:
         max_depth += 1
+        prefetch_criteria(ctx, ctx.queries[max_depth - 1 : max_depth])
     scored = [c.node for c in children if c.node is not None]
     mode = aggregate_mode(ctx)
     beam = sorted(scored, key=lambda n: -n.score(mode))[: search.beam]  # stable: ties keep expansion order

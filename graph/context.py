@@ -28,8 +28,3 @@ class RunContext:
     criteria_cache: CriteriaCache = field(default_factory=lambda: CriteriaCache(None))
     background: TaskGroup | None = None
     """Where prefetches run, so they outlive the node that starts them."""
-
-    @property
-    def final_depth_cap(self) -> int:
-        search = self.config.search
-        return min(search.depth + search.max_depth_increase, len(self.queries))

@@ -1,0 +1,192 @@
+"""The beam search's rules, on the scripted world (tests/scripted.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from backends.errors import InvalidOutput, TransportFault
+from drpo.runner import OptimizeOptions, optimize
+from schemas.artifact import RunArtifact
+from schemas.config import BackendConfig, RunConfig, SearchConfig
+from tests.scripted import DRPOScript
+
+pytestmark = pytest.mark.anyio
+
+INITIAL = "You are a helpful assistant."
+
+
+def write_queries(path: Path, n: int = 40) -> Path:
+    path.write_text("\n".join(f"Question number {i}?" for i in range(n)) + "\n")
+    return path
+
+
+async def run(tmp_path: Path, script: DRPOScript, critics: list[str] | None = None, **search) -> RunArtifact:
+    config = RunConfig(
+        search=SearchConfig(**search),
+        backends={"default": BackendConfig(kind="openai", model="scripted", max_attempts=2)},
+        critics=critics or [],
+    )
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    options = OptimizeOptions(config=config, out=tmp_path / "out", train=write_queries(tmp_path / "q.txt"))
+    return await optimize(options, engine_factory=script.engine)
+
+
+def expected_calls(depth: int, beam: int, actions: int) -> dict[str, int]:
+    """drpo-method.md §10 without skips: w0 = 1, c_l = A*w_l, w_(l+1) = min(B, c_l); root adds 1+1+1."""
+    width, rewrites, children = 1, 0, 0
+    for _ in range(depth - 1):
+        rewrites += width
+        children += actions * width
+        width = min(beam, actions * width)
+    return {"rewriter": rewrites, "policy": 1 + children, "judge": 1 + children, "criteria": depth}
+
+
+@pytest.mark.parametrize(("depth", "beam", "actions"), [(4, 2, 3), (3, 1, 2), (5, 3, 2), (1, 2, 3)])
+async def test_call_counts_follow_the_papers_formula(tmp_path, depth, beam, actions):
+    artifact = await run(tmp_path, DRPOScript(score=lambda p, q: 3), depth=depth, beam=beam, actions=actions)
+    calls = {role: account.usage.calls for role, account in artifact.accounting.by_role.items()}
+    expected = {role: n for role, n in expected_calls(depth, beam, actions).items() if n}
+    assert calls == expected
+    assert len(artifact.levels) == depth - 1
+
+
+async def test_a_skipping_level_raises_the_depth_once_up_to_m(tmp_path):
+    script = DRPOScript(score=lambda p, q: 5)  # all 5s: every node skips its rewrite
+    artifact = await run(tmp_path, script, depth=3, max_depth_increase=2, beam=2, actions=3)
+    assert [lv.max_depth for lv in artifact.levels] == [4, 5, 5, 5]
+    assert [lv.bumped for lv in artifact.levels] == [True, True, False, False]
+    assert script.calls["rewriter"] == 0
+    assert all(lv.candidates == 1 and lv.skipped == 1 for lv in artifact.levels)  # one child, the same prompt
+    assert artifact.prompt == INITIAL
+    assert script.calls["criteria"] == 5  # D + M queries were used, each selected once
+
+
+LINEAGE_SCORES = {">0": 4, ">1": 1, ">0>0": 1, ">0>1": 1, ">1>0": 3, ">1>1": 3}
+
+
+def lineage_score(prompt: str, query: str) -> int:
+    return LINEAGE_SCORES.get(prompt.removeprefix(INITIAL), 2)
+
+
+async def test_the_beam_keeps_the_best_path_mean_not_the_best_last_reward(tmp_path):
+    script = DRPOScript(score=lineage_score)
+    script._rewriter = lambda request: [  # deterministic names: parent prompt + ">i"
+        {"analysis": "", "thought": "", "new_system_prompt": f"{_current(request)}>{i}"} for i in range(request.sampling.n)
+    ]
+    artifact = await run(tmp_path, script, depth=3, beam=2, actions=2)
+    last = artifact.levels[-1]
+    # >1>x scored 3 at the last level but their paths average (1+3)/2 = 2 < (4+1)/2 = 2.5 for >0>x.
+    assert last.kept == ["L1.b0.c0", "L1.b0.c1"]
+    assert artifact.prompt == INITIAL + ">0>0"
+    assert artifact.best.rewards == [4.0, 1.0]
+    assert artifact.best.score == 2.5
+
+
+def _current(request) -> str:  # type: ignore[no-untyped-def]
+    text = request.messages[-1].content
+    return text.split("---Current Version---\n", 1)[1].split("\n\n## Query", 1)[0]
+
+
+async def test_a_candidate_whose_judgement_keeps_failing_is_dropped_never_scored(tmp_path):
+    def fail(role, request):  # type: ignore[no-untyped-def]
+        if role == "judge" and "ANSWER[" + INITIAL + "/" in request.messages[-1].content and ".1]" in request.messages[-1].content:
+            return InvalidOutput("not JSON")
+        return None
+
+    script = DRPOScript(score=lambda p, q: 3, fail=fail)
+    artifact = await run(tmp_path, script, depth=2, beam=2, actions=2)
+    level = artifact.levels[0]
+    assert (level.candidates, level.failed) == (2, 1)
+    assert level.kept == ["L0.b0.c0"]
+    assert artifact.accounting.by_role["judge"].faults == {"invalid_output": 2}
+    assert artifact.accounting.by_role["judge"].failed_calls == 1
+    assert level.best_reward == level.mean_reward == 3.0  # the failure did not enter as a 0
+
+
+async def test_when_every_candidate_fails_the_run_stops_with_the_previous_beam(tmp_path):
+    def fail(role, request):  # type: ignore[no-untyped-def]
+        return TransportFault("down", status=503) if role == "policy" and "/" in request.messages[0].content else None
+
+    script = DRPOScript(score=lambda p, q: 3, fail=fail)
+    artifact = await run(tmp_path, script, depth=4, beam=2, actions=2)
+    assert artifact.stopped == "every candidate of level 0 failed"
+    assert artifact.prompt == INITIAL
+    assert len(artifact.levels) == 1
+
+
+async def test_an_extra_critic_joins_the_judge_and_appears_in_the_trace(tmp_path):
+    artifact = await run(tmp_path, DRPOScript(score=lambda p, q: 3), critics=["length"], depth=2, beam=1, actions=1)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "trace.jsonl").read_text().splitlines()]
+    critic = [line for line in lines if line["agent"] == "length_critic"]
+    assert {line["direction"] for line in critic} == {"request", "reply"}
+    assert {line["message_type"] for line in critic} == {"LengthRequest", "Judgement"}
+    assert "Length" in artifact.best.last_scores  # merged into the verdict the rewriter and the reward see
+    assert artifact.best.last_scores["Length"].score == 1  # "ANSWER[...]" is far below 40 words
+
+
+async def test_the_trace_follows_one_candidate_from_rewrite_to_judgement(tmp_path):
+    await run(tmp_path, DRPOScript(score=lambda p, q: 3), depth=2, beam=2, actions=2)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "trace.jsonl").read_text().splitlines()]
+    run_ids = {line["run_id"] for line in lines}
+    assert len(run_ids) == 1
+    rewrite = next(line for line in lines if line["agent"] == "rewriter" and line["direction"] == "reply")
+    proposed = rewrite["message"]["prompts"][1]
+    mine = [line for line in lines if line.get("node_id") == "L0.b0.c1"]
+    steps = [(line["agent"], line["direction"]) for line in mine if line["agent"] in ("policy", "judge")]
+    assert steps == [("policy", "request"), ("policy", "reply"), ("judge", "request"), ("judge", "reply")]
+    policy_request = next(line for line in mine if line["agent"] == "policy")
+    assert policy_request["message"]["system_prompt"] == proposed
+    assert all(line["level"] == 0 and line["beam"] == 0 and line["candidate"] == 1 for line in mine)
+    reply = next(line for line in mine if line["agent"] == "judge" and line["direction"] == "reply")
+    assert reply["latency_s"] >= 0 and reply["tokens_out"] > 0
+
+
+async def test_all_generations_of_a_level_are_in_flight_together(tmp_path):
+    script = DRPOScript(score=lambda p, q: 3)
+    in_flight = {"now": 0, "peak": 0}
+    plain = script.handle
+
+    async def slow_policy(request):  # type: ignore[no-untyped-def]
+        if request.role != "policy":
+            return plain(request)
+        in_flight["now"] += 1
+        in_flight["peak"] = max(in_flight["peak"], in_flight["now"])
+        await anyio.sleep(0.2)
+        in_flight["now"] -= 1
+        return plain(request)
+
+    script.handle = slow_policy  # type: ignore[method-assign]
+    await run(tmp_path, script, depth=3, beam=2, actions=3)
+    assert in_flight["peak"] == 6  # B x A candidates of level 1, all at once
+
+
+async def test_a_judgement_starts_as_soon_as_its_own_answer_lands(tmp_path):
+    script = DRPOScript(score=lambda p, q: 3)
+    plain = script.handle
+    events: list[str] = []
+
+    async def handler(request):  # type: ignore[no-untyped-def]
+        if request.role == "policy" and request.messages[0].content.count("/1.2"):
+            await anyio.sleep(0.5)  # one slow candidate
+            events.append("slow answer done")
+        if request.role == "judge":
+            events.append("judge")
+        return plain(request)
+
+    script.handle = handler  # type: ignore[method-assign]
+    await run(tmp_path, script, depth=2, beam=1, actions=3)
+    assert events.index("slow answer done") > 1  # the two other candidates (and the root) were judged first
+    assert events[:3] == ["judge", "judge", "judge"]
+
+
+async def test_the_query_order_is_seeded_and_recorded(tmp_path):
+    first = await run(tmp_path / "a", DRPOScript(), depth=3, beam=1, actions=1, seed=7)
+    again = await run(tmp_path / "b", DRPOScript(), depth=3, beam=1, actions=1, seed=7)
+    other = await run(tmp_path / "c", DRPOScript(), depth=3, beam=1, actions=1, seed=8)
+    assert [q.query for q in first.query_order] == [q.query for q in again.query_order]
+    assert [q.query for q in first.query_order] != [q.query for q in other.query_order]
+    assert len(first.query_order) == 3
