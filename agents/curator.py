@@ -30,15 +30,22 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> list[SparseVector]: ...
 
 
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could do does did for from had has have how i if in into is it its me my "
+    "no not of on or our should so than that the their them then there these they this to was we were what when "
+    "where which who why will with would you your".split()
+)
+
+
 class LexicalEmbedder:
-    """TF-IDF over lower-cased words and word pairs, L2-normalised. Offline and deterministic."""
+    """TF-IDF over content words and word pairs, L2-normalised. Offline and deterministic."""
 
     def __init__(self) -> None:
         self._idf: dict[str, float] = {}
 
     @staticmethod
     def _terms(text: str) -> list[str]:
-        words = re.findall(r"[a-z0-9']+", text.lower())
+        words = [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in STOPWORDS]
         return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
 
     def fit(self, texts: Sequence[str]) -> None:

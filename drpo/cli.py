@@ -78,6 +78,8 @@ def load_config_file(path: Path) -> dict:
         raise UserInputError(f"--config {path}: no such file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"--config {path}: invalid TOML ({exc})") from None
 

@@ -41,7 +41,7 @@ def load_queries(path: Path) -> list[TrainQuery]:
     if not path.is_file():
         raise UserInputError(f"--train {path}: no such file; pass a JSONL file with a 'query' field or a text file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) is no query text
     except UnicodeDecodeError as exc:
         raise UserInputError(f"--train {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     queries: list[TrainQuery] = []

@@ -1,0 +1,215 @@
+"""The OpenAI-compatible engine's error mapping, against a scripted stdlib HTTP server on loopback.
+
+No model runs here: a `ThreadingHTTPServer` answers each POST with whatever the test's responder
+returns, and records every request it saw (body and arrival time).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel, Field
+
+from backends.base import Backend
+from backends.errors import CallFailed, EngineConfigError
+from backends.ledger import Ledger
+from backends.openai_compat import OpenAICompatEngine
+from schemas.llm import LLMRequest, Message, Sampling
+
+pytestmark = pytest.mark.anyio
+
+Reply = tuple[int, dict[str, str], Any]
+"""Status, extra headers, JSON body."""
+
+SCHEMA_REJECTION = {"error": {"message": "Input should be 'text' or 'json_object'"}}
+
+
+def completion(content: str) -> dict[str, Any]:
+    return {
+        "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+
+
+@dataclass
+class Seen:
+    path: str
+    body: dict[str, Any]
+    at: float
+
+
+@dataclass
+class StubServer:
+    url: str
+    responder: Callable[[dict[str, Any]], Reply] = lambda body: (200, {}, completion("ok"))
+    seen: list[Seen] = field(default_factory=list)
+
+    def response_format_types(self) -> list[str | None]:
+        return [(s.body.get("response_format") or {}).get("type") for s in self.seen]
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    state = StubServer(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.loads(raw or b"{}")
+            with lock:
+                state.seen.append(Seen(self.path, body, time.monotonic()))
+            status, headers, payload = state.responder(body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def backend_for(url: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[Backend, OpenAICompatEngine, Ledger]:
+    monkeypatch.setenv("DRPO_TEST_OPENAI_KEY", "dummy")
+    engine = OpenAICompatEngine("m", base_url=url, api_key_env="DRPO_TEST_OPENAI_KEY", timeout_s=10)
+    ledger = Ledger()
+    return Backend(engine, name="stub:m", ledger=ledger, **options), engine, ledger
+
+
+def ask(role: str = "policy", **sampling: Any) -> LLMRequest:
+    return LLMRequest(
+        role=role, messages=[Message(role="user", content="Hello?")], sampling=Sampling(max_tokens=16, **sampling)
+    )
+
+
+class Verdict(BaseModel):
+    answer: str
+    confidence: int = Field(json_schema_extra={"enum": [1, 2, 3, 4, 5]})
+
+
+async def test_a_429_is_retried_after_the_servers_retry_after(stub, monkeypatch):
+    replies = iter([(429, {"Retry-After": "0.2"}, {"error": {"message": "slow down"}}), (200, {}, completion("fine"))])
+    stub.responder = lambda body: next(replies)
+    # A long backoff: were Retry-After ignored, the retry would come 2.5 s or more after the 429.
+    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=5.0)
+    try:
+        result = await backend.generate(ask())
+    finally:
+        await backend.aclose()
+    assert [c.text for c in result.choices] == ["fine"]
+    assert len(stub.seen) == 2
+    waited = stub.seen[1].at - stub.seen[0].at
+    assert 0.2 <= waited < 2.0
+    account = ledger.by_role()["policy"]
+    assert account.faults == {"rate_limited": 1}
+    assert account.usage.calls == 1  # only the attempt that returned output is a recorded call
+    assert account.failed_calls == 0
+
+
+def reject_json_schema(body: dict[str, Any]) -> Reply:
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        return 500, {}, SCHEMA_REJECTION
+    return 200, {}, completion('{"answer": "yes", "confidence": 4}')
+
+
+async def test_a_server_rejecting_json_schema_is_switched_to_json_object(stub, monkeypatch):
+    stub.responder = reject_json_schema
+    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=1)
+    assert engine.schema_mode == "json_schema"
+    try:
+        structured = await backend.generate_structured(ask("judge"), Verdict)
+        again = await backend.generate_structured(ask("judge"), Verdict)
+    finally:
+        await backend.aclose()
+    assert structured.values == [Verdict(answer="yes", confidence=4)]
+    assert again.values == structured.values
+    assert engine.schema_mode == "json_object"
+    assert stub.response_format_types() == ["json_schema", "json_object", "json_object"]  # switched once, for good
+    assert stub.seen[1].body["response_format"]["schema"] == Verdict.model_json_schema(by_alias=True)
+    account = ledger.by_role()["judge"]
+    assert account.faults == {}  # the switch happens inside the engine, not as a retried fault
+    assert account.usage.calls == 2
+
+
+async def test_concurrent_calls_rejected_before_the_switch_both_fall_back(stub, monkeypatch):
+    """Two json_schema requests in flight together: the second rejection must not surface as a fault."""
+    both_in = threading.Barrier(2, timeout=5)
+
+    def responder(body: dict[str, Any]) -> Reply:
+        if (body.get("response_format") or {}).get("type") == "json_schema":
+            both_in.wait()  # hold each rejection until both requests have arrived
+        return reject_json_schema(body)
+
+    stub.responder = responder
+    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=1)
+    results: list = []
+
+    async def one() -> None:
+        results.append(await backend.generate_structured(ask("criteria"), Verdict))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            tg.start_soon(one)
+    finally:
+        await backend.aclose()
+    assert len(results) == 2
+    assert sorted(stub.response_format_types()) == ["json_object", "json_object", "json_schema", "json_schema"]
+    assert engine.schema_mode == "json_object"
+    assert ledger.by_role()["criteria"].faults == {}
+
+
+async def test_a_401_is_a_configuration_error_and_is_not_retried(stub, monkeypatch):
+    stub.responder = lambda body: (401, {}, {"error": {"message": "bad key"}})
+    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=4, backoff_s=0.01)
+    try:
+        with pytest.raises(EngineConfigError, match="401"):
+            await backend.generate(ask())
+    finally:
+        await backend.aclose()
+    assert len(stub.seen) == 1
+
+
+async def test_a_503_on_every_attempt_ends_in_call_failed(stub, monkeypatch):
+    stub.responder = lambda body: (503, {}, {"error": {"message": "overloaded"}})
+    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=0.01)
+    try:
+        with pytest.raises(CallFailed) as failed:
+            await backend.generate(ask())
+    finally:
+        await backend.aclose()
+    assert failed.value.faults == ["transport"] * 3
+    assert failed.value.last.status == 503
+    assert len(stub.seen) == 3
+    # Each retry draws another sample: the seed moves on, and a greedy request gets some temperature.
+    assert [s.body["seed"] for s in stub.seen] == [0, 1000, 2000]
+    account = ledger.by_role()["policy"]
+    assert account.faults == {"transport": 3}
+    assert account.failed_calls == 1
+    assert account.usage.calls == 0
+

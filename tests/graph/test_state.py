@@ -1,0 +1,31 @@
+"""Every state type round-trips through the checkpoint serializer with its type intact."""
+
+import pytest
+
+from drpo.runner import STATE_TYPES, checkpoint_serde
+from graph.state import BeamNode, CandidateSummary, Child, Evaluation, ExpandTask, LevelRecord
+from schemas.messages import AspectScore
+
+EVAL = Evaluation(query_index=1, query="q", response="r", scores={"Depth": AspectScore(rationale="x", score=3)}, reward=3.0)
+NODE = BeamNode(node_id="L0.b0.c0", parent_id="root", level=0, prompt="p", history=["p0", "p"], rewards=[3.0], evaluation=EVAL)
+SAMPLES = [
+    EVAL,
+    NODE,
+    Child(order=(0, 1), node_id="L0.b0.c1", parent_id="root", node=NODE),
+    Child(order=(0, 2), node_id="L0.b0.c2", parent_id="root", failure="judge failed"),
+    ExpandTask(node=NODE, beam_index=0, level=0),
+    LevelRecord(level=0, query_index=1, query="q", max_depth=3, bumped=False, kept=["L0.b0.c0"], best_reward=3.0,
+                mean_reward=3.0, candidates=[CandidateSummary(node_id="L0.b0.c0", parent_id="root", reward=3.0)]),
+]
+
+
+@pytest.mark.parametrize("value", SAMPLES, ids=lambda v: type(v).__name__)
+def test_state_values_round_trip(value):
+    serde = checkpoint_serde()
+    restored = serde.loads_typed(serde.dumps_typed(value))
+    assert type(restored) is type(value)
+    assert restored == value
+
+
+def test_every_pydantic_type_in_state_is_allowed():
+    assert {type(v) for v in SAMPLES} <= set(STATE_TYPES)

@@ -1,0 +1,44 @@
+"""The real embedded model, end to end through the command line, on a tiny setting."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.engine
+
+CAPS = """
+[roles.policy]
+max_tokens = 96
+[roles.criteria]
+max_tokens = 300
+[roles.judge]
+max_tokens = 300
+[roles.rewriter]
+max_tokens = 300
+temperature = 0.8
+"""
+
+
+def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_path):
+    (tmp_path / "caps.toml").write_text(CAPS)
+    out = tmp_path / "run"
+    command = [sys.executable, "run.py", "optimize", "--depth", "2", "--beam", "2", "--actions", "2", "-k", "1",
+               "--seed", "3", "--config", str(tmp_path / "caps.toml"), "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "DRPO_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    prompt = (out / "prompt.txt").read_text().strip()
+    artifact = json.loads((out / "artifact.json").read_text())
+    assert prompt and prompt == artifact["prompt"].strip()
+    assert artifact["seed"] == 3 and len(artifact["query_order"]) == 2
+    assert artifact["models"]["judge"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert len(artifact["levels"]) == 1 and artifact["levels"][0]["candidates"] >= 1
+    roles = artifact["accounting"]["by_role"]
+    assert roles["policy"]["usage"]["calls"] >= 2 and roles["judge"]["usage"]["tokens_out"] > 0
+    agents = {json.loads(line)["agent"] for line in (out / "trace.jsonl").read_text().splitlines()}
+    assert {"criteria", "curator", "policy", "judge", "rewriter"} <= agents
+    assert "Optimized system prompt" in done.stdout
