@@ -8,13 +8,14 @@ the second DRPO loop, issue 4.)
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+
+from pydantic import ValidationError
 
 from schemas.catalogue import DATA_DIR
 from schemas.messages import Example, RetrievalRequest, RetrievedExamples
@@ -80,9 +81,21 @@ class ExamplePool:
 
     @classmethod
     def load(cls, path: Path | None = None, embedder: Embedder | None = None) -> ExamplePool:
+        """Read JSONL (`query`, `answer`); a bad line raises ValueError naming `file:line`."""
         path = path or DATA_DIR / "seed_examples.jsonl"
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return cls([Example.model_validate(json.loads(line)) for line in lines if line.strip()], embedder)
+        examples = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                examples.append(Example.model_validate_json(line))
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                field = ".".join(str(p) for p in error["loc"])
+                raise ValueError(f"{path}:{number}: {field + ': ' if field else ''}{error['msg']}") from None
+        if not examples:
+            raise ValueError(f"{path}: no examples")
+        return cls(examples, embedder)
 
     def top_k(self, query: str, k: int) -> list[Example]:
         """The k examples whose queries are nearest to `query`; ties keep pool order."""

@@ -48,10 +48,11 @@ class OpenAICompatEngine:
         self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
 
     async def complete(self, request: LLMRequest) -> LLMResult:
+        sent_mode = self.schema_mode  # another call in flight may switch the mode before this one fails
         try:
             return await self._send(request)
         except EngineFault as fault:
-            if request.json_schema is None or self.schema_mode != "json_schema" or not _rejects_schema(fault):
+            if request.json_schema is None or sent_mode != "json_schema" or not _rejects_schema(fault):
                 raise
             self.schema_mode = "json_object"
             return await self._send(request)

@@ -82,7 +82,10 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
     ordered = stratified_order(load_queries(options.train), config.search.seed)
     if not options.examples.is_file():
         raise UserInputError(f"--examples {options.examples}: no such file")
-    pool = ExamplePool.load(options.examples)
+    try:
+        pool = ExamplePool.load(options.examples)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"--examples {exc}") from None
     if config.search.k > len(pool.examples):
         raise UserInputError(f"k={config.search.k} is larger than the example pool ({len(pool.examples)} examples)")
     _check_out_dir(options.out, options.force)

@@ -175,11 +175,6 @@ def test_run_py_reports_bad_input_without_a_traceback():
     assert result.stdout == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: ExamplePool.load (agents/curator.py, called from drpo/runner.py) lets JSONDecodeError "
-    "and pydantic ValidationError escape, so a malformed --examples file ends in a traceback",
-)
 @pytest.mark.parametrize(
     "content",
     [

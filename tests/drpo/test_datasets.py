@@ -255,8 +255,8 @@ def test_train_queries_are_distinct(train):
 
 
 def test_seed_examples_have_a_query_and_an_answer():
-    lines = [line for line in (DATA_DIR / "seed_examples.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    examples = [json.loads(line) for line in lines]
+    text = (DATA_DIR / "seed_examples.jsonl").read_text(encoding="utf-8")
+    examples = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert len(examples) >= 8
     for example in examples:
         assert isinstance(example["query"], str) and example["query"].strip()

@@ -1,0 +1,232 @@
+"""The OpenAI-compatible engine against a real server on loopback: llama-cpp-python's, serving SmolLM2.
+
+One server for the module (started as a subprocess, stopped at the end). It serializes requests,
+ignores `n` (one choice per request) and rejects `json_schema` response formats with HTTP 500.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from backends.base import Backend
+from backends.errors import CallFailed
+from backends.ledger import Ledger
+from backends.llamacpp import default_model_path
+from backends.openai_compat import OpenAICompatEngine
+from schemas.llm import LLMRequest, Message, Sampling
+
+pytestmark = [pytest.mark.anyio, pytest.mark.engine]
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_ALIAS = "smol"
+KEY_ENV = "DRPO_TEST_OPENAI_KEY"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory) -> Iterator[str]:
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
+    model = default_model_path()
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", "4096", "--n_threads", "2", "--model_alias", MODEL_ALIAS, "--interrupt_requests", "False",
+    ]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def make_backend(url: str, monkeypatch: pytest.MonkeyPatch, **options) -> tuple[Backend, OpenAICompatEngine, Ledger]:
+    monkeypatch.setenv(KEY_ENV, "dummy")
+    engine = OpenAICompatEngine(MODEL_ALIAS, base_url=url, api_key_env=KEY_ENV, timeout_s=120)
+    ledger = Ledger()
+    return Backend(engine, name=f"server:{MODEL_ALIAS}", ledger=ledger, **options), engine, ledger
+
+
+def chat(role: str, text: str, **sampling) -> LLMRequest:
+    return LLMRequest(role=role, messages=[Message(role="user", content=text)], sampling=Sampling(**sampling))
+
+
+class Verdict(BaseModel):
+    answer: str
+    confidence: int = Field(json_schema_extra={"enum": [1, 2, 3, 4, 5]})
+
+
+async def test_a_chat_generation_returns_text_and_usage(server_url, monkeypatch):
+    backend, engine, ledger = make_backend(server_url, monkeypatch)
+    try:
+        result = await backend.generate(
+            chat("policy", "Give one tip for keeping houseplants alive in winter.", max_tokens=24, stop=["\n\n", "###"])
+        )
+    finally:
+        await backend.aclose()
+    assert len(result.choices) == 1
+    assert result.choices[0].text
+    assert result.choices[0].finish_reason in ("stop", "length")
+    assert result.usage.tokens_in > 0
+    assert 0 < result.usage.tokens_out <= 24  # max_tokens reached the server
+    assert result.model == MODEL_ALIAS
+    account = ledger.by_role()["policy"]
+    assert account.usage.calls == 1
+    assert account.usage.tokens_out == result.usage.tokens_out
+    assert account.faults == {}
+
+
+async def test_a_stop_string_ends_the_generation(server_url, monkeypatch):
+    backend, engine, ledger = make_backend(server_url, monkeypatch)
+    try:
+        result = await backend.generate(
+            chat("policy", "Describe the weather on a rainy day in two sentences.", max_tokens=48, stop=[" "]),
+            clean=lambda text: text,  # keep the raw text: a stripped answer would hide a leading space
+        )
+    finally:
+        await backend.aclose()
+    text = result.choices[0].text
+    assert text and " " not in text  # one word: without the stop, 48 tokens of prose hold spaces
+    assert result.choices[0].finish_reason == "stop"
+    assert result.usage.tokens_out < 48
+
+
+async def test_this_server_rejects_json_schema_with_http_500(server_url):
+    """The premise of the fallback, checked on the wire without the engine."""
+    body = {
+        "model": MODEL_ALIAS, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": Verdict.model_json_schema()}},
+    }
+    request = urllib.request.Request(
+        f"{server_url}/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as rejected:
+        urllib.request.urlopen(request, timeout=60)
+    assert rejected.value.code == 500
+    assert "Input should be 'text' or 'json_object'" in rejected.value.read().decode()
+
+
+async def test_structured_output_falls_back_to_json_object(server_url, monkeypatch):
+    backend, engine, ledger = make_backend(server_url, monkeypatch, max_attempts=3)
+    assert engine.schema_mode == "json_schema"
+    try:
+        structured = await backend.generate_structured(
+            chat("judge", "Is water wet? Answer with a short answer and a confidence from 1 to 5.", max_tokens=120),
+            Verdict,
+        )
+    finally:
+        await backend.aclose()
+    assert len(structured.values) == 1
+    verdict = structured.values[0]
+    assert isinstance(verdict, Verdict)
+    assert verdict.confidence in (1, 2, 3, 4, 5)  # the schema's grammar constrained decoding to the enum
+    assert engine.schema_mode == "json_object"
+    account = ledger.by_role()["judge"]
+    assert account.usage.calls == structured.usage.calls >= 1
+    assert "transport" not in account.faults  # the 500 was absorbed by the switch, not retried as a fault
+
+
+async def test_n_samples_are_topped_up_when_the_server_returns_one_choice(server_url, monkeypatch):
+    backend, engine, ledger = make_backend(server_url, monkeypatch)
+    assert engine.native_n  # the engine asks for n=2 in one request first
+    try:
+        result = await backend.generate(
+            chat("rewriter", "Write a one-line motto for a bakery.", max_tokens=16, temperature=0.8, seed=3, n=2)
+        )
+    finally:
+        await backend.aclose()
+    assert len(result.choices) == 2
+    assert all(c.text for c in result.choices)
+    assert result.usage.calls == 2  # the server answered n=2 with one choice; one more request made the second
+    assert ledger.by_role()["rewriter"].usage.calls == 2
+
+
+async def test_an_unreachable_endpoint_ends_in_call_failed(monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}/v1"  # bound and released: nothing listens there
+    backend, engine, ledger = make_backend(url, monkeypatch, max_attempts=2, backoff_s=0.01)
+    try:
+        with pytest.raises(CallFailed) as failed:
+            await backend.generate(chat("policy", "hello", max_tokens=8))
+    finally:
+        await backend.aclose()
+    assert failed.value.faults == ["transport", "transport"]
+    assert failed.value.role == "policy"
+    account = ledger.by_role()["policy"]
+    assert account.faults == {"transport": 2}
+    assert account.failed_calls == 1
+    assert account.usage.calls == 0
+
+
+CAPPED_ROLES = """\
+[roles.policy]
+max_tokens = 96
+[roles.criteria]
+max_tokens = 300
+[roles.judge]
+max_tokens = 300
+[roles.rewriter]
+max_tokens = 300
+"""
+
+
+def test_a_whole_optimization_through_the_cli(server_url, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CAPPED_ROLES)
+    out = tmp_path / "out"
+    env = {**os.environ, "OPENAI_BASE_URL": server_url, "OPENAI_API_KEY": "dummy", "DRPO_CACHE_DIR": str(tmp_path / "cache")}
+    command = [
+        sys.executable, "run.py", "optimize", "--backend", "openai", "--model", MODEL_ALIAS, "--depth", "2",
+        "--beam", "1", "--actions", "1", "-k", "1", "--out", str(out), "--config", str(config),
+    ]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    assert (out / "prompt.txt").read_text().strip()
+    artifact = json.loads((out / "artifact.json").read_text())
+    by_role = artifact["accounting"]["by_role"]
+    assert by_role["policy"]["usage"]["calls"] >= 2  # the root and one candidate answered
+    assert by_role["judge"]["usage"]["calls"] >= 2
+    assert artifact["models"]["policy"] == f"default:{MODEL_ALIAS}"
+    # Concurrent criteria calls both hit the json_schema rejection; neither may count it as a fault.
+    assert all("transport" not in account["faults"] for account in by_role.values()), by_role
+
+    lines = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines() if line.strip()]
+    agents = {line["agent"] for line in lines}
+    assert {"criteria", "policy", "judge", "rewriter"} <= agents
