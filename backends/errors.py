@@ -15,7 +15,7 @@ from __future__ import annotations
 class EngineFault(Exception):
     """A retryable failure of one engine call."""
 
-    kind = "fault"
+    kind = "engine_error"
 
 
 class TransportFault(EngineFault):

@@ -17,10 +17,18 @@ def build_engine(config: BackendConfig, model: str | None) -> Engine:
         from backends.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(model, n_ctx=config.n_ctx, n_threads=config.n_threads)
+    if not model:
+        raise ValueError(f"the {config.kind} backend needs a model: pass --model NAME")
+    if config.kind == "vllm":
+        from backends.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            model, dtype=config.dtype, max_model_len=config.max_model_len,
+            gpu_memory_utilization=config.gpu_memory_utilization, tensor_parallel_size=config.tensor_parallel_size,
+            enforce_eager=config.enforce_eager, chat=config.chat,
+        )
     from backends.openai_compat import OpenAICompatEngine
 
-    if not model:
-        raise ValueError("the openai backend needs a model name: pass --model NAME")
     return OpenAICompatEngine(
         model, base_url=config.base_url, api_key_env=config.api_key_env, chat=config.chat, timeout_s=config.timeout_s
     )

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="run.py", description="DRPO: optimize an alignment system prompt without training.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     opt = sub.add_parser("optimize", help="beam search for an aligned system prompt")
-    opt.add_argument("--backend", choices=["embedded", "openai"], help="engine for every role (default: embedded)")
+    opt.add_argument("--backend", choices=["embedded", "openai", "vllm"], help="engine for every role (default: embedded)")
     opt.add_argument("--model", help="model name (openai) or GGUF path (embedded)")
     opt.add_argument("--train", type=Path, help="JSONL with a 'query'/'instruction' field, or one query per line")
     opt.add_argument("--examples", type=Path, help="JSONL of in-context examples (query, answer)")
@@ -124,8 +124,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
         if name not in CRITICS:
             raise UserInputError(f"critics: unknown critic {name!r}; known: {', '.join(sorted(CRITICS))}")
-    if config.backends.get("default", BackendConfig()).kind == "openai" and not config.backends["default"].model:
-        raise UserInputError("--backend openai needs --model NAME (the model the server serves)")
+    default = config.backends.get("default", BackendConfig())
+    if default.kind != "embedded" and not default.model:
+        raise UserInputError(f"--backend {default.kind} needs --model NAME (the model to serve or load)")
     return config
 
 

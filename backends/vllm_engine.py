@@ -1,0 +1,113 @@
+"""vLLM in-process (`AsyncLLM`), for the base model on local GPUs. Optional extra `vllm`.
+
+Written against the API that vLLM 0.26 and the newest releases share: `AsyncEngineArgs`,
+`AsyncLLM.from_engine_args`, `engine.generate(prompt, SamplingParams, request_id)` yielding
+`RequestOutput`s, `StructuredOutputsParams(json=schema)` (the `guided_*` fields are gone), and
+`RequestOutputKind.FINAL_ONLY` so each request yields once. CUDA graphs stay on (`enforce_eager`
+False): on a small model, eager mode is about 4x slower. vLLM is imported only when this engine is
+built; tests drive the adapter through a fake engine with the same interface (`api=`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+
+from backends.errors import EngineConfigError, EngineFault
+from schemas.llm import Choice, LLMRequest, LLMResult
+from schemas.usage import Usage
+
+
+def load_vllm_api() -> SimpleNamespace:
+    """The vLLM names this adapter uses, imported lazily."""
+    try:
+        from vllm import SamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+    except ImportError as exc:
+        raise EngineConfigError(
+            f"the vllm backend needs vLLM on a GPU host: pip install -e '.[vllm]' ({exc})"
+        ) from exc
+    return SimpleNamespace(
+        SamplingParams=SamplingParams, StructuredOutputsParams=StructuredOutputsParams,
+        RequestOutputKind=RequestOutputKind, AsyncEngineArgs=AsyncEngineArgs, AsyncLLM=AsyncLLM,
+    )
+
+
+class VLLMEngine:
+    native_n = True
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = False,
+        seed: int = 0,
+        chat: bool = True,
+        api: SimpleNamespace | None = None,
+    ) -> None:
+        self.model = model
+        self.chat = chat
+        self.api = api or load_vllm_api()
+        args = self.api.AsyncEngineArgs(
+            model=model, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager, enable_prefix_caching=True,
+            seed=seed,
+        )
+        try:
+            self.engine = self.api.AsyncLLM.from_engine_args(args)
+        except Exception as exc:  # bad model path, no GPU, out of memory: the run cannot start
+            raise EngineConfigError(f"vLLM could not start {model!r}: {exc}") from exc
+        self._tokenizer: Any = None
+
+    async def _render(self, request: LLMRequest) -> str:
+        if request.messages is None or not self.chat:
+            return request.prompt if request.prompt is not None else "\n\n".join(m.content for m in request.messages or [])
+        if self._tokenizer is None:
+            tokenizer = self.engine.get_tokenizer()  # sync in recent releases, a coroutine in some older ones
+            self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
+        messages = [m.model_dump() for m in request.messages]
+        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def sampling_params(self, request: LLMRequest) -> Any:
+        s = request.sampling
+        structured = (
+            self.api.StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
+        )
+        return self.api.SamplingParams(
+            n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed,
+            stop=list(s.stop) or None, structured_outputs=structured,
+            output_kind=self.api.RequestOutputKind.FINAL_ONLY,
+        )
+
+    async def complete(self, request: LLMRequest) -> LLMResult:
+        prompt = await self._render(request)
+        params = self.sampling_params(request)
+        final = None
+        try:
+            async for output in self.engine.generate(prompt, params, f"drpo-{request.role}-{uuid.uuid4().hex}"):
+                final = output
+        except anyio.get_cancelled_exc_class():
+            raise  # vLLM aborts the request and frees its KV cache
+        except Exception as exc:
+            raise EngineFault(f"vllm: {type(exc).__name__}: {exc}") from exc
+        if final is None:
+            raise EngineFault("vllm returned no output")
+        outputs = list(final.outputs)
+        return LLMResult(
+            choices=[Choice(text=o.text, finish_reason=o.finish_reason) for o in outputs],
+            usage=Usage(tokens_in=len(final.prompt_token_ids or []), tokens_out=sum(len(o.token_ids) for o in outputs)),
+            model=self.model,
+        )
+
+    async def aclose(self) -> None:
+        self.engine.shutdown()
