@@ -8,7 +8,10 @@ mapped to `backends.errors`. Everything engines have in common is written once, 
 - retries with exponential backoff and jitter for every `EngineFault`, honouring Retry-After;
 - structured output: the engine constrains decoding to the schema, and `Backend` re-validates
   every choice with pydantic, drops invalid choices and retries when none is valid;
-- accounting: every attempt's usage and every fault go to the run's `Ledger`.
+- accounting: every attempt's usage and every fault go to the run's `Ledger`, and budgets are
+  enforced before each request;
+- limits: optional requests and tokens per minute; concurrency halves on a 429 and grows back;
+- a response cache (backends/cache.py): a request answered before is not sent again.
 
 Invariants: a result always carries `usage`; a call either returns valid output or raises
 `CallFailed` (never a partial or default value that could be mistaken for a score).
@@ -28,7 +31,9 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
-from backends.ledger import Ledger
+from backends.cache import ResponseCache, request_key
+from backends.ledger import BudgetExhausted, Ledger
+from backends.limits import AdaptiveConcurrency, MinuteWindow
 from schemas.llm import Choice, LLMRequest, LLMResult
 from schemas.usage import Usage
 
@@ -84,6 +89,9 @@ class Backend:
         max_concurrency: int = 16,
         max_attempts: int = 4,
         backoff_s: float = 0.5,
+        cache: ResponseCache | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
@@ -91,6 +99,10 @@ class Backend:
         self.limiter = anyio.CapacityLimiter(max_concurrency)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.cache = cache
+        self._requests = MinuteWindow(requests_per_minute) if requests_per_minute else None
+        self._tokens = MinuteWindow(tokens_per_minute) if tokens_per_minute else None
+        self._adaptive = AdaptiveConcurrency(self.limiter, max_concurrency, name)
         self._jitter = random.Random()
 
     @property
@@ -166,15 +178,10 @@ class Backend:
         spent = Usage()
         for attempt in range(self.max_attempts):
             attempt_request = request if attempt == 0 else _reseeded(request, attempt)
-            started = time.perf_counter()
             try:
-                async with self.limiter:
-                    result = await self.engine.complete(attempt_request)
-                usage = result.usage.model_copy(update={"calls": 1, "latency_s": time.perf_counter() - started})
+                result, usage = await self._fetch(attempt_request)
                 spent = spent + usage
-                self.ledger.record(request.role, self.name, usage)
-                checked = check(result.choices)
-                return _with_usage(result, spent), checked
+                return _with_usage(result, spent), check(result.choices)
             except EngineFault as fault:
                 faults.append(fault.kind)
                 self.ledger.fault(request.role, fault.kind)
@@ -185,6 +192,36 @@ class Backend:
                     raise CallFailed(request.role, faults, fault) from fault
                 await anyio.sleep(self._delay(attempt, fault))
         raise AssertionError("unreachable")
+
+    async def _fetch(self, request: LLMRequest) -> tuple[LLMResult, Usage]:
+        """One answer: from the cache, or from the engine within the limits (and then cached)."""
+        key = request_key(self.model, request) if self.cache is not None else None
+        if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
+            self.ledger.cache_hit(request.role)
+            return hit, Usage()
+        try:
+            self.ledger.check_budget(request.role)
+        except BudgetExhausted as exhausted:
+            raise CallFailed(request.role, ["budget"], exhausted) from None
+        if self._requests is not None:
+            await self._requests.acquire(1)
+        if self._tokens is not None:
+            await self._tokens.acquire(0)
+        started = time.perf_counter()
+        async with self.limiter:
+            try:
+                result = await self.engine.complete(request)
+            except RateLimited:
+                self._adaptive.on_rate_limited()
+                raise
+        self._adaptive.on_success()
+        usage = result.usage.model_copy(update={"calls": 1, "latency_s": time.perf_counter() - started})
+        self.ledger.record(request.role, self.name, usage)
+        if self._tokens is not None:
+            self._tokens.spend(usage.tokens_in + usage.tokens_out)
+        if key is not None:
+            self.cache.put(key, result)  # type: ignore[union-attr]
+        return result, usage
 
     def _delay(self, attempt: int, fault: EngineFault) -> float:
         if isinstance(fault, RateLimited) and fault.retry_after_s is not None:
@@ -200,7 +237,7 @@ class Backend:
 def _nth_sample(request: LLMRequest, i: int) -> LLMRequest:
     seed = request.sampling.seed
     sampling = request.sampling.model_copy(update={"n": 1, "seed": None if seed is None else seed + i})
-    return request.model_copy(update={"sampling": sampling})
+    return request.model_copy(update={"sampling": sampling, "sample": i})
 
 
 def _reseeded(request: LLMRequest, attempt: int) -> LLMRequest:

@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from pydantic import BaseModel, Field
 
+from schemas.config import Budget
 from schemas.usage import Usage
 
 
@@ -15,14 +16,41 @@ class RoleAccount(BaseModel):
     """Failed attempts by fault kind (each was retried or ended the call)."""
     failed_calls: int = 0
     """Calls whose every attempt failed."""
+    cache_hits: int = 0
+    """Answers served from the response cache (no request sent)."""
+
+
+class BudgetExhausted(Exception):
+    """A role reached its budget; no more requests are sent for it."""
 
 
 class Ledger:
     """A running account; one per run, shared by every backend."""
 
-    def __init__(self) -> None:
+    def __init__(self, budgets: dict[str, Budget] | None = None) -> None:
         self._by_role: dict[str, RoleAccount] = defaultdict(RoleAccount)
         self._by_backend: dict[str, Usage] = defaultdict(Usage)
+        self.budgets = budgets or {}
+        self.exhausted: str | None = None
+        """Why the first budget ran out, once one has."""
+
+    def check_budget(self, role: str) -> None:
+        """Raise `BudgetExhausted` when `role` may not send another request."""
+        budget = self.budgets.get(role)
+        if budget is None:
+            return
+        usage = self._by_role[role].usage
+        reason = None
+        if budget.calls is not None and usage.calls >= budget.calls:
+            reason = f"{role} reached its budget of {budget.calls} calls"
+        elif budget.tokens is not None and usage.tokens_in + usage.tokens_out >= budget.tokens:
+            reason = f"{role} reached its budget of {budget.tokens} tokens"
+        if reason:
+            self.exhausted = self.exhausted or reason
+            raise BudgetExhausted(reason)
+
+    def cache_hit(self, role: str) -> None:
+        self._by_role[role].cache_hits += 1
 
     def record(self, role: str, backend: str, usage: Usage) -> None:
         account = self._by_role[role]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from backends.base import Backend, Engine
+from backends.cache import ResponseCache
 from backends.ledger import Ledger
 from schemas.config import BackendConfig, RunConfig
 
@@ -29,6 +30,17 @@ def build_engine(config: BackendConfig, model: str | None) -> Engine:
         )
     from backends.openai_compat import OpenAICompatEngine
 
+    if config.base_urls:
+        from backends.router import RoutedEngine
+
+        endpoints = [
+            OpenAICompatEngine(model, base_url=url, api_key_env=config.api_key_env, chat=config.chat,
+                               timeout_s=config.timeout_s)
+            for url in config.base_urls
+        ]
+        return RoutedEngine(endpoints, names=config.base_urls, cooldown_s=config.endpoint_cooldown_s,
+                            per_endpoint=config.max_concurrency)
+
     return OpenAICompatEngine(
         model, base_url=config.base_url, api_key_env=config.api_key_env, chat=config.chat, timeout_s=config.timeout_s
     )
@@ -37,9 +49,16 @@ def build_engine(config: BackendConfig, model: str | None) -> Engine:
 class BackendPool:
     """Role → Backend. Roles that share a backend and model share one engine (and its limiter)."""
 
-    def __init__(self, config: RunConfig, ledger: Ledger, engine_factory: EngineFactory = build_engine) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        ledger: Ledger,
+        engine_factory: EngineFactory = build_engine,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.config = config
         self.ledger = ledger
+        self.cache = cache
         self._factory = engine_factory
         self._backends: dict[tuple[str, str | None], Backend] = {}
 
@@ -54,8 +73,11 @@ class BackendPool:
                 engine,
                 name=f"{binding.backend}:{engine.model}",
                 ledger=self.ledger,
-                max_concurrency=1 if backend_config.kind == "embedded" else backend_config.max_concurrency,
+                max_concurrency=_concurrency(backend_config),
                 max_attempts=backend_config.max_attempts,
+                cache=self.cache,
+                requests_per_minute=backend_config.requests_per_minute,
+                tokens_per_minute=backend_config.tokens_per_minute,
             )
         return self._backends[key]
 
@@ -68,3 +90,10 @@ class BackendPool:
     async def aclose(self) -> None:
         for backend in self._backends.values():
             await backend.aclose()
+
+
+def _concurrency(config: BackendConfig) -> int:
+    """Requests in flight for a whole backend: one for an embedded model, N per endpoint otherwise."""
+    if config.kind == "embedded":
+        return 1
+    return config.max_concurrency * max(1, len(config.base_urls))

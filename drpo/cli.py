@@ -16,7 +16,9 @@ from pathlib import Path
 import anyio
 from pydantic import ValidationError
 
+from drpo.datasets import load_queries
 from drpo.errors import UserInputError
+from drpo.projection import format_projection
 from drpo.runner import OptimizeOptions, new_run_id, optimize
 from schemas.artifact import RunArtifact
 from schemas.catalogue import DATA_DIR
@@ -69,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--config", type=Path, help="TOML file: [search], [backends.NAME], [roles.ROLE], critics")
     opt.add_argument("--demo", action="store_true", help="use the small demo preset")
     opt.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    opt.add_argument("--max-concurrency", type=_positive("--max-concurrency"),
+                     help="requests in flight per endpoint, for every backend (16)")
+    opt.add_argument("--no-cache", action="store_true", help="send every request, even ones answered before")
     opt.add_argument("--no-criteria-cache", action="store_true", help="keep criteria selections for this run only")
+    opt.add_argument("--cache-dir", type=Path, help="shared caches (default: $DRPO_CACHE_DIR or ~/.cache/drpo)")
+    opt.add_argument("--dry-run", action="store_true", help="print the projected calls per role and exit")
     return parser
 
 
@@ -115,6 +122,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         if args.model is not None:
             default["model"] = args.model
         backends["default"] = default
+    if args.max_concurrency is not None:
+        for backend in data.setdefault("backends", {"default": {}}).values():
+            backend["max_concurrency"] = args.max_concurrency
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
@@ -138,13 +148,19 @@ def print_summary(artifact: RunArtifact, out: Path) -> None:
         best = "-" if level.best_reward is None else f"{level.best_reward:.2f}"
         mean = "-" if level.mean_reward is None else f"{level.mean_reward:.2f}"
         print(f"{level.level:>5}  {best:>5}  {mean:>5}  {level.candidates:>10}  {level.failed:>6}  {level.skipped:>7}")
-    print("\nrole       calls  tokens in  tokens out  latency s  faults")
+    print("\nrole       calls  cached  tokens in  tokens out  latency s  faults")
     for role, account in artifact.accounting.by_role.items():
         u = account.usage
         faults = ", ".join(f"{k}={v}" for k, v in account.faults.items()) or "-"
-        print(f"{role:<9} {u.calls:>6} {u.tokens_in:>10} {u.tokens_out:>11} {u.latency_s:>10.1f}  {faults}")
+        print(f"{role:<9} {u.calls:>6} {account.cache_hits:>7} {u.tokens_in:>10} {u.tokens_out:>11} "
+              f"{u.latency_s:>10.1f}  {faults}")
     total = artifact.accounting.total
-    print(f"{'total':<9} {total.calls:>6} {total.tokens_in:>10} {total.tokens_out:>11}")
+    print(f"{'total':<9} {total.calls:>6} {'':>7} {total.tokens_in:>10} {total.tokens_out:>11}")
+    print("\nbackend" + " " * 33 + "calls  tokens in  tokens out")
+    for name, u in artifact.accounting.by_backend.items():
+        print(f"{name:<39} {u.calls:>6} {u.tokens_in:>10} {u.tokens_out:>11}")
+    if artifact.stopped:
+        print(f"\nstopped early: {artifact.stopped}")
     print(f"\nscore {artifact.best.score:.3f} on the best path; {artifact.wall_s:.1f} s; artifacts in {out}/")
 
 
@@ -164,8 +180,14 @@ def main(argv: list[str] | None = None) -> int:
             train=args.train or DATA_DIR / "train_queries.jsonl",
             examples=args.examples or DATA_DIR / "seed_examples.jsonl",
         )
-        if args.no_criteria_cache:
-            options.cache_dir = None
+        options.criteria_cache = not args.no_criteria_cache
+        options.response_cache = not args.no_cache
+        if args.cache_dir is not None:
+            options.cache_dir = args.cache_dir
+        if args.dry_run:
+            queries = len(load_queries(options.train))
+            print(format_projection(config.search, queries))
+            return 0
         artifact = anyio.run(optimize, options)
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

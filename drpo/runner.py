@@ -20,6 +20,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agents.criteria import CriteriaCache
 from agents.curator import ExamplePool
+from backends.cache import ResponseCache
 from backends.errors import EngineConfigError
 from backends.ledger import Ledger
 from backends.registry import BackendPool, EngineFactory, build_engine
@@ -60,8 +61,12 @@ class OptimizeOptions:
     examples: Path = DATA_DIR / "seed_examples.jsonl"
     run_id: str = field(default_factory=new_run_id)
     force: bool = False
-    cache_dir: Path | None = field(default_factory=default_cache_dir)
-    """Where the criteria cache lives; None keeps it in memory for this run only."""
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """Where the shared caches live (criteria selections, engine responses)."""
+    criteria_cache: bool = True
+    """False keeps criteria selections in memory for this run only."""
+    response_cache: bool = True
+    """False sends every request, even one answered before."""
 
 
 def _check_out_dir(out: Path, force: bool) -> None:
@@ -89,8 +94,9 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
     if config.search.k > len(pool.examples):
         raise UserInputError(f"k={config.search.k} is larger than the example pool ({len(pool.examples)} examples)")
     _check_out_dir(options.out, options.force)
-    ledger = Ledger()
-    backends = BackendPool(config, ledger, engine_factory)
+    ledger = Ledger(config.budgets)
+    responses = ResponseCache(options.cache_dir / "responses.sqlite") if options.response_cache else None
+    backends = BackendPool(config, ledger, engine_factory, cache=responses)
     try:
         models = backends.models()  # builds every engine now, so a bad model or endpoint fails before any output
     except (EngineConfigError, ValueError) as exc:
@@ -99,7 +105,7 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
 
     options.out.mkdir(parents=True, exist_ok=True)
     configure_logging(options.out)
-    cache = CriteriaCache(options.cache_dir / "criteria.sqlite" if options.cache_dir else None)
+    cache = CriteriaCache(options.cache_dir / "criteria.sqlite" if options.criteria_cache else None)
     started = time.perf_counter()
     try:
         with structlog.contextvars.bound_contextvars(run_id=options.run_id):
@@ -113,6 +119,8 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
     finally:
         await backends.aclose()
         cache.close()
+        if responses is not None:
+            responses.close()
     artifact = _artifact(options, config, models, pool, ordered, final, ledger, time.perf_counter() - started)
     _write_atomic(options.out / "prompt.txt", artifact.prompt + "\n")
     _write_atomic(options.out / "artifact.json", artifact.model_dump_json(indent=2))

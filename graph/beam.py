@@ -156,8 +156,11 @@ async def keep_top(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     )
     update: dict = {"levels": state["levels"] + [record], "children": None, "max_depth": max_depth}
     if not beam:  # every candidate failed: end with the previous beam as the result
-        return update | {"stopped": f"every candidate of level {level} failed"}
-    return update | {"beam": beam, "level": level + 1}
+        return update | {"stopped": ctx.backends.ledger.exhausted or f"every candidate of level {level} failed"}
+    update |= {"beam": beam, "level": level + 1}
+    if ctx.backends.ledger.exhausted:  # a budget ran out: finish with what this level found
+        update["stopped"] = ctx.backends.ledger.exhausted
+    return update
 
 
 def _summary(child: Child, mode: Literal["mean", "last"]) -> CandidateSummary:

@@ -56,7 +56,10 @@ async def criteria_for(ctx: RunContext, query: str) -> CriteriaSelection:
     def select() -> Awaitable[CriteriaSelection]:
         return select_criteria(request, backend=backend, catalogue=ctx.catalogue, sampling=ctx.config.sampling("criteria"))
 
-    return await traced("criteria", request, ctx.criteria_cache.get_or_select(key, select))
+    selection = await traced("criteria", request, ctx.criteria_cache.get_or_select(key, select))
+    if selection.cached:
+        ctx.backends.ledger.cache_hit("criteria")
+    return selection
 
 
 def prefetch_criteria(ctx: RunContext, queries: list[str]) -> None:

@@ -31,17 +31,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Budget(_Strict):
+    """Hard caps for one role; reaching one stops the run gracefully with what it has."""
+
+    calls: int | None = Field(default=None, ge=1)
+    tokens: int | None = Field(default=None, ge=1)
+    """Input plus output tokens."""
+
+
 class BackendConfig(_Strict):
     kind: BackendKind = "embedded"
     model: str | None = None
     """Model name (openai), path or hub id (vllm), or GGUF path (embedded; default: SmolLM2-135M-Instruct)."""
     base_url: str | None = None
     """OpenAI-compatible endpoint; default from OPENAI_BASE_URL."""
+    base_urls: list[str] = Field(default_factory=list)
+    """Several endpoints serving the same model: requests go to the least busy healthy one."""
+    endpoint_cooldown_s: float = Field(default=30.0, ge=0)
+    """How long an endpoint that failed at the transport level is left out."""
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
     api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the API key (the key itself is never stored)."""
     chat: bool = True
     """Send chat messages (the model's chat template applies); false sends raw completion text."""
     max_concurrency: int = Field(default=16, ge=1)
+    """Requests in flight per endpoint (the embedded engine always runs one at a time)."""
     max_attempts: int = Field(default=4, ge=1)
     """Tries per call for transport faults and invalid structured output."""
     timeout_s: float = Field(default=600.0, gt=0)
@@ -88,6 +103,8 @@ class RunConfig(_Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=lambda: {"default": BackendConfig()})
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
+    budgets: dict[str, Budget] = Field(default_factory=dict)
+    """Optional hard caps per role, e.g. `[budgets.judge] calls = 200`."""
     critics: list[str] = Field(default_factory=list)
     """Extra critic roles whose verdicts join the judge's (see graph/roles.py)."""
 
@@ -95,6 +112,9 @@ class RunConfig(_Strict):
     def _check_roles(self) -> RunConfig:
         if "default" not in self.backends and any(r not in self.roles for r in ROLES):
             raise ValueError("[backends] has no 'default' entry, and some roles are not bound to another backend")
+        for role in self.budgets:
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r} in [budgets]; expected one of {', '.join(ROLES)}")
         for role, binding in self.roles.items():
             if role not in ROLES:
                 raise ValueError(f"unknown role {role!r} in [roles]; expected one of {', '.join(ROLES)}")

@@ -36,6 +36,8 @@ class LLMRequest(BaseModel):
     json_schema: dict[str, Any] | None = None
     """When set, the engine must constrain its output to this JSON schema."""
     schema_name: str = "output"
+    sample: int = 0
+    """Which of several one-sample requests this is; keeps their cache keys apart when unseeded."""
 
 
 class Choice(BaseModel):

@@ -6,12 +6,7 @@ returns, and records every request it saw (body and arrival time).
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -23,76 +18,9 @@ from backends.errors import CallFailed, EngineConfigError
 from backends.ledger import Ledger
 from backends.openai_compat import OpenAICompatEngine
 from schemas.llm import LLMRequest, Message, Sampling
+from tests.backends.stub_server import SCHEMA_REJECTION, Reply, completion
 
 pytestmark = pytest.mark.anyio
-
-Reply = tuple[int, dict[str, str], Any]
-"""Status, extra headers, JSON body."""
-
-SCHEMA_REJECTION = {"error": {"message": "Input should be 'text' or 'json_object'"}}
-
-
-def completion(content: str) -> dict[str, Any]:
-    return {
-        "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-    }
-
-
-@dataclass
-class Seen:
-    path: str
-    body: dict[str, Any]
-    at: float
-
-
-@dataclass
-class StubServer:
-    url: str
-    responder: Callable[[dict[str, Any]], Reply] = lambda body: (200, {}, completion("ok"))
-    seen: list[Seen] = field(default_factory=list)
-
-    def response_format_types(self) -> list[str | None]:
-        return [(s.body.get("response_format") or {}).get("type") for s in self.seen]
-
-
-@pytest.fixture
-def stub() -> Iterator[StubServer]:
-    state = StubServer(url="")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = json.loads(raw or b"{}")
-            with lock:
-                state.seen.append(Seen(self.path, body, time.monotonic()))
-            status, headers, payload = state.responder(body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
 
 def backend_for(url: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[Backend, OpenAICompatEngine, Ledger]:
     monkeypatch.setenv("DRPO_TEST_OPENAI_KEY", "dummy")

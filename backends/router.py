@@ -1,0 +1,64 @@
+"""Several endpoints serving one model (vLLM replicas, data-parallel ranks, a gateway's backends)
+behind one engine: each request goes to the healthy endpoint with the fewest requests in flight,
+and an endpoint that fails at the transport level sits out for `cooldown_s`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import anyio
+import structlog
+
+from backends.base import Engine
+from backends.errors import RateLimited, TransportFault
+from schemas.llm import LLMRequest, LLMResult
+
+log = structlog.get_logger("drpo.router")
+
+
+class RoutedEngine:
+    def __init__(self, engines: Sequence[Engine], *, names: Sequence[str] | None = None, cooldown_s: float = 30.0,
+                 per_endpoint: int | None = None, clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+        if not engines:
+            raise ValueError("a router needs at least one endpoint")
+        self.engines = list(engines)
+        self.names = list(names or (f"endpoint-{i}" for i in range(len(engines))))
+        self.model = self.engines[0].model
+        self.native_n = all(e.native_n for e in self.engines)
+        self.in_flight = [0] * len(engines)
+        self.served = [0] * len(engines)
+        self._down_until = [0.0] * len(engines)
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        bound = per_endpoint or 1_000_000
+        self.limiters = [anyio.CapacityLimiter(bound) for _ in engines]
+        """Caps requests in flight per endpoint; queued requests count as in flight when picking."""
+
+    def pick(self) -> int:
+        """The least busy healthy endpoint; if all are cooling down, the one back soonest."""
+        now = self._clock()
+        healthy = [i for i in range(len(self.engines)) if self._down_until[i] <= now]
+        if not healthy:
+            return min(range(len(self.engines)), key=lambda i: self._down_until[i])
+        return min(healthy, key=lambda i: (self.in_flight[i], self.served[i]))
+
+    async def complete(self, request: LLMRequest) -> LLMResult:
+        i = self.pick()
+        self.in_flight[i] += 1
+        try:
+            async with self.limiters[i]:
+                result = await self.engines[i].complete(request)
+        except TransportFault as fault:
+            if not isinstance(fault, RateLimited):
+                self._down_until[i] = self._clock() + self._cooldown_s
+                log.warning("endpoint.down", endpoint=self.names[i], cooldown_s=self._cooldown_s, error=str(fault)[:120])
+            raise
+        finally:
+            self.in_flight[i] -= 1
+        self.served[i] += 1
+        return result
+
+    async def aclose(self) -> None:
+        for engine in self.engines:
+            await engine.aclose()
