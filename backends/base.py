@@ -200,7 +200,7 @@ class Backend:
             self.ledger.cache_hit(request.role)
             return hit, Usage()
         try:
-            self.ledger.check_budget(request.role)
+            self.ledger.reserve(request.role)
         except BudgetExhausted as exhausted:
             raise CallFailed(request.role, ["budget"], exhausted) from None
         if self._requests is not None:

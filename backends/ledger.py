@@ -31,23 +31,29 @@ class Ledger:
         self._by_role: dict[str, RoleAccount] = defaultdict(RoleAccount)
         self._by_backend: dict[str, Usage] = defaultdict(Usage)
         self.budgets = budgets or {}
+        self._started: dict[str, int] = defaultdict(int)
         self.exhausted: str | None = None
         """Why the first budget ran out, once one has."""
 
-    def check_budget(self, role: str) -> None:
-        """Raise `BudgetExhausted` when `role` may not send another request."""
+    def reserve(self, role: str) -> None:
+        """Count a request about to be sent; raise `BudgetExhausted` if `role` may not send it.
+
+        Calls are reserved before they are sent, so concurrent requests cannot overshoot a call
+        budget; a token budget is checked against the tokens of calls already answered.
+        """
         budget = self.budgets.get(role)
-        if budget is None:
-            return
-        usage = self._by_role[role].usage
+        started = self._started[role]
         reason = None
-        if budget.calls is not None and usage.calls >= budget.calls:
+        if budget is not None and budget.calls is not None and started >= budget.calls:
             reason = f"{role} reached its budget of {budget.calls} calls"
-        elif budget.tokens is not None and usage.tokens_in + usage.tokens_out >= budget.tokens:
-            reason = f"{role} reached its budget of {budget.tokens} tokens"
+        elif budget is not None and budget.tokens is not None:
+            usage = self._by_role[role].usage
+            if usage.tokens_in + usage.tokens_out >= budget.tokens:
+                reason = f"{role} reached its budget of {budget.tokens} tokens"
         if reason:
             self.exhausted = self.exhausted or reason
             raise BudgetExhausted(reason)
+        self._started[role] = started + 1
 
     def cache_hit(self, role: str) -> None:
         self._by_role[role].cache_hits += 1

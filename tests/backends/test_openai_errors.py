@@ -22,6 +22,7 @@ from tests.backends.stub_server import SCHEMA_REJECTION, Reply, completion
 
 pytestmark = pytest.mark.anyio
 
+
 def backend_for(url: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[Backend, OpenAICompatEngine, Ledger]:
     monkeypatch.setenv("DRPO_TEST_OPENAI_KEY", "dummy")
     engine = OpenAICompatEngine("m", base_url=url, api_key_env="DRPO_TEST_OPENAI_KEY", timeout_s=10)
