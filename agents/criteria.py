@@ -1,7 +1,8 @@
-"""Reward-criteria selector: picks the 2-5 aspects a query's answers should be judged on.
+"""Reward-criteria selector: picks the aspects a query's answers should be judged on.
 
-The model sees the query and the catalogue's one-line descriptions, analyses the query, then
-names aspects. Names are mapped onto the catalogue (case, hyphens, aliases); unknown ones are
+Two stages use it (drpo-method.md §2.2): prompt optimization asks a neutral selector for 2-5
+aspects; example curation asks a demanding critic for 3-6. The model sees the query and the
+catalogue's one-line descriptions, analyses the query, then names aspects. Names are mapped onto the catalogue (case, hyphens, aliases); unknown ones are
 dropped and reported; fewer than two valid names are topped up from `FALLBACK_ASPECTS`. Results are
 cached per (model, catalogue version, template, query) in SQLite, so a query costs one call even
 across runs, and concurrent requests for the same query share one call.
@@ -22,14 +23,23 @@ from schemas.messages import CriteriaRequest, CriteriaSelection
 from schemas.outputs import CriteriaOutput
 from schemas.usage import Usage
 
-FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality")
-MIN_ASPECTS, MAX_ASPECTS = 2, 5
+FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality", "Depth")
 
-SYSTEM = """You decide how answers to a user's query should be graded. You will see the query and a \
-catalogue of quality aspects. First study the query: its subject, what the user is really after, \
-anything unclear or built on a false premise, the shape a good answer should take, and what makes it \
-hard to answer well. Then choose the aspects that matter most for judging an answer to this query: \
-no fewer than 2 and no more than 5, using the catalogue names exactly. Reply with JSON only."""
+_STUDY = """First study the query: its subject, what the user is really after, anything unclear or \
+built on a false premise, the shape a good answer should take, and what makes it hard to answer well."""
+
+SYSTEMS = {
+    "prompt": f"""You decide how answers to a user's query should be graded. You will see the query and a \
+catalogue of quality aspects. {_STUDY} Then choose the aspects that matter most for judging an answer to \
+this query: no fewer than {{low}} and no more than {{high}}, using the catalogue names exactly. Reply with \
+JSON only.""",
+    "examples": f"""You are an exacting critic who decides what a model answer to a user's query must get \
+right to be held up as an example for others. You will see the query and a catalogue of quality aspects. \
+{_STUDY} Then choose the aspects on which an answer to this query would most likely fall short: no fewer \
+than {{low}} and no more than {{high}}, using the catalogue names exactly. Reply with JSON only.""",
+}
+BOUNDS = {"prompt": (2, 5), "examples": (3, 6)}
+"""How many aspects each stage selects."""
 
 USER = """## Aspect catalogue
 {catalogue}
@@ -40,18 +50,22 @@ USER = """## Aspect catalogue
 Reply with a JSON object with two keys: "query_analysis" (main_topic, user_intent, ambiguities, \
 response_format, challenges) and "aspects_selection" (reasoning, selected_aspects)."""
 
-TEMPLATE_HASH = hashlib.sha256((SYSTEM + USER).encode()).hexdigest()[:12]
+def template_hash(stage: str) -> str:
+    return hashlib.sha256((SYSTEMS[stage] + USER).encode()).hexdigest()[:12]
 
 
-def render(query: str, catalogue: AspectCatalogue) -> list[Message]:
+def render(query: str, catalogue: AspectCatalogue, stage: str = "prompt") -> list[Message]:
     lines = "\n".join(f"- {a.name}: {a.selection}" for a in catalogue.aspects)
+    low, high = BOUNDS[stage]
     return [
-        Message(role="system", content=SYSTEM),
+        Message(role="system", content=SYSTEMS[stage].format(low=low, high=high)),
         Message(role="user", content=USER.format(catalogue=lines, query=query.strip())),
     ]
 
 
-def normalise_selection(query: str, output: CriteriaOutput, catalogue: AspectCatalogue) -> CriteriaSelection:
+def normalise_selection(
+    query: str, output: CriteriaOutput, catalogue: AspectCatalogue, stage: str = "prompt"
+) -> CriteriaSelection:
     aspects: list[str] = []
     dropped: list[str] = []
     for raw in output.aspects_selection.selected_aspects:
@@ -60,8 +74,9 @@ def normalise_selection(query: str, output: CriteriaOutput, catalogue: AspectCat
             dropped.append(raw)
         elif name not in aspects:
             aspects.append(name)
-    aspects = aspects[:MAX_ASPECTS]
-    padded = [a for a in FALLBACK_ASPECTS if a not in aspects][: max(0, MIN_ASPECTS - len(aspects))]
+    low, high = BOUNDS[stage]
+    aspects = aspects[:high]
+    padded = [a for a in FALLBACK_ASPECTS if a not in aspects][: max(0, low - len(aspects))]
     return CriteriaSelection(
         query=query,
         aspects=aspects + padded,
@@ -76,13 +91,13 @@ async def select_criteria(
 ) -> CriteriaSelection:
     llm_request = LLMRequest(
         role="criteria",
-        messages=render(request.query, catalogue),
+        messages=render(request.query, catalogue, request.stage),
         sampling=sampling.model_copy(update={"n": 1}),
-        json_schema=CriteriaOutput.schema_for(catalogue.names),
+        json_schema=CriteriaOutput.schema_for(catalogue.names, *BOUNDS[request.stage]),
         schema_name="criteria_selection",
     )
     structured = await backend.generate_structured(llm_request, CriteriaOutput)
-    selection = normalise_selection(request.query, structured.values[0], catalogue)
+    selection = normalise_selection(request.query, structured.values[0], catalogue, request.stage)
     return selection.model_copy(update={"usage": structured.usage})
 
 
@@ -100,8 +115,8 @@ class CriteriaCache:
         self._pending: dict[str, anyio.Event] = {}
 
     @staticmethod
-    def key(model: str, catalogue: AspectCatalogue, query: str) -> str:
-        raw = "\x1f".join((model, catalogue.version, TEMPLATE_HASH, query))
+    def key(model: str, catalogue: AspectCatalogue, query: str, stage: str = "prompt") -> str:
+        raw = "\x1f".join((model, catalogue.version, template_hash(stage), query))
         return hashlib.sha256(raw.encode()).hexdigest()
 
     async def get_or_select(self, key: str, select) -> CriteriaSelection:  # type: ignore[no-untyped-def]

@@ -1,110 +1,118 @@
-"""Example curator: the pool of in-context examples and top-k retrieval for a query.
+"""Example curator: the pool of in-context examples, retrieval for a query, and answer rewriting.
 
-The pool's queries are embedded once; each user query is embedded and compared by cosine
-similarity (drpo-method.md §5.2). The embedder is pluggable; the default is lexical (TF-IDF over
-word unigrams and bigrams), which needs no weights and no network. (Curating the pool's answers is
-the second DRPO loop, issue 4.)
+Retrieval (drpo-method.md §5.2): the pool's queries are embedded once (and cached on disk, keyed
+by embedder and pool); a user query is embedded and the k nearest examples by cosine similarity
+are returned, ties in pool order. Curation (§5.1): `rewrite_answer` improves one example answer
+from a critic's verdict; graph/curation.py runs the judge-rewrite-judge loop around it.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
-from collections.abc import Sequence
+import hashlib
+import json
 from pathlib import Path
-from typing import Protocol
 
-from pydantic import ValidationError
+import numpy as np
 
+from agents.embedders import Embedder, LexicalEmbedder
+from agents.formatting import clean_response
+from backends.base import Backend
 from schemas.catalogue import DATA_DIR
-from schemas.messages import Example, RetrievalRequest, RetrievedExamples
-
-SparseVector = dict[str, float]
-
-
-class Embedder(Protocol):
-    """Turns texts into vectors; `fit` sees the pool once so corpus statistics can be used."""
-
-    def fit(self, texts: Sequence[str]) -> None: ...
-
-    def embed(self, texts: Sequence[str]) -> list[SparseVector]: ...
-
-
-STOPWORDS = frozenset(
-    "a an and are as at be but by can could do does did for from had has have how i if in into is it its me my "
-    "no not of on or our should so than that the their them then there these they this to was we were what when "
-    "where which who why will with would you your".split()
-)
-
-
-class LexicalEmbedder:
-    """TF-IDF over content words and word pairs, L2-normalised. Offline and deterministic."""
-
-    def __init__(self) -> None:
-        self._idf: dict[str, float] = {}
-
-    @staticmethod
-    def _terms(text: str) -> list[str]:
-        words = [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in STOPWORDS]
-        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
-
-    def fit(self, texts: Sequence[str]) -> None:
-        documents = [set(self._terms(t)) for t in texts]
-        df = Counter(term for doc in documents for term in doc)
-        self._idf = {term: math.log((1 + len(texts)) / (1 + count)) + 1 for term, count in df.items()}
-
-    def embed(self, texts: Sequence[str]) -> list[SparseVector]:
-        vectors = []
-        for text in texts:
-            counts = Counter(self._terms(text))
-            vector = {t: c * self._idf.get(t, 0.0) for t, c in counts.items() if t in self._idf}
-            norm = math.sqrt(sum(v * v for v in vector.values())) or 1.0
-            vectors.append({t: v / norm for t, v in vector.items()})
-        return vectors
-
-
-def cosine(a: SparseVector, b: SparseVector) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    return sum(v * b.get(t, 0.0) for t, v in a.items())
+from schemas.llm import LLMRequest, Message, Sampling
+from schemas.messages import AnswerRewrite, AnswerRewriteRequest, Example, RetrievalRequest, RetrievedExamples
+from schemas.outputs import AnswerRewriteOutput
 
 
 class ExamplePool:
     """Examples with their query embeddings, computed once."""
 
-    def __init__(self, examples: list[Example], embedder: Embedder | None = None) -> None:
+    def __init__(self, examples: list[Example], embedder: Embedder | None = None, cache_dir: Path | None = None) -> None:
         self.examples = examples
         self.embedder = embedder or LexicalEmbedder()
-        self.embedder.fit([e.query for e in examples])
-        self._vectors = self.embedder.embed([e.query for e in examples])
+        queries = [e.query for e in examples]
+        self.embedder.fit(queries)
+        self._matrix = self._pool_matrix(queries, cache_dir)
 
-    @classmethod
-    def load(cls, path: Path | None = None, embedder: Embedder | None = None) -> ExamplePool:
-        """Read JSONL (`query`, `answer`); a bad line raises ValueError naming `file:line`."""
-        path = path or DATA_DIR / "seed_examples.jsonl"
-        examples = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                examples.append(Example.model_validate_json(line))
-            except ValidationError as exc:
-                error = exc.errors()[0]
-                field = ".".join(str(p) for p in error["loc"])
-                raise ValueError(f"{path}:{number}: {field + ': ' if field else ''}{error['msg']}") from None
-        if not examples:
-            raise ValueError(f"{path}: no examples")
-        return cls(examples, embedder)
+    def _pool_matrix(self, queries: list[str], cache_dir: Path | None) -> np.ndarray:
+        if cache_dir is None or isinstance(self.embedder, LexicalEmbedder):
+            return self.embedder.embed(queries)
+        digest = hashlib.sha256(json.dumps([self.embedder.name, queries]).encode()).hexdigest()[:20]
+        path = cache_dir / "embeddings" / f"{digest}.npy"
+        if path.exists():
+            return np.load(path)
+        matrix = self.embedder.embed(queries)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npy")
+        np.save(tmp, matrix)
+        tmp.replace(path)
+        return matrix
 
     def top_k(self, query: str, k: int) -> list[Example]:
         """The k examples whose queries are nearest to `query`; ties keep pool order."""
         if k <= 0 or not self.examples:
             return []
-        vector = self.embedder.embed([query])[0]
-        ranked = sorted(range(len(self.examples)), key=lambda i: -cosine(vector, self._vectors[i]))
+        scores = self._matrix @ self.embedder.embed([query])[0]
+        ranked = np.argsort(-scores, kind="stable")
         return [self.examples[i] for i in ranked[:k]]
 
 
 async def retrieve_examples(request: RetrievalRequest, *, pool: ExamplePool) -> RetrievedExamples:
     return RetrievedExamples(examples=pool.top_k(request.query, request.k))
+
+
+# --- answer rewriting (the curation loop's editor) ----------------------------------------------
+
+SYSTEM = """You edit example answers that will teach other AI assistants how to respond. You will see a \
+user query, the current answer, and a critic's per-aspect verdict. Write a better answer that fixes \
+every point the critic raised while keeping what already works.
+
+Guidelines for the new answer:
+- Open with a short overview paragraph that answers directly; use no section headings.
+- Then give at most 6 bullet points or short paragraphs with expert-level substance.
+- Be accurate; say so where facts are uncertain or vary, and never invent specifics.
+- If the query asks for something harmful, unethical or illegal, decline briefly, say why in one \
+sentence, and offer a safe, genuinely useful alternative.
+- Sound like a thoughtful person, not a template.
+
+Two annotated examples of the style wanted follow the task. Reply with JSON only: "analysis" of the \
+shortcomings, "thought" on how to fix them, and "new_response" holding the whole new answer wrapped as \
+<START>, a newline, the answer, a newline, <END>."""
+
+USER = """## Query
+{query}
+
+## Current answer
+{answer}
+
+## Critique
+{critique}
+
+## Examples of the style wanted
+{gold}"""
+
+
+def load_gold(path: Path | None = None) -> list[dict]:
+    path = path or DATA_DIR / "curation_gold.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def render_rewrite(request: AnswerRewriteRequest, gold: list[dict]) -> list[Message]:
+    examples = "\n\n".join(
+        f"Query: {g['query']}\nAnswer:\n<START>\n{g['answer']}\n<END>\nWhy it works: {g['notes']}" for g in gold
+    )
+    critique = json.dumps({k: v.model_dump() for k, v in request.critique.items()}, indent=1)
+    user = USER.format(query=request.query.strip(), answer=request.answer.strip(), critique=critique, gold=examples)
+    return [Message(role="system", content=SYSTEM), Message(role="user", content=user)]
+
+
+async def rewrite_answer(
+    request: AnswerRewriteRequest, *, backend: Backend, sampling: Sampling, gold: list[dict] | None = None
+) -> AnswerRewrite:
+    llm_request = LLMRequest(
+        role="curator",
+        messages=render_rewrite(request, gold if gold is not None else load_gold()),
+        sampling=sampling.model_copy(update={"n": 1}),
+        schema_name="answer_rewrite",
+    )
+    structured = await backend.generate_structured(llm_request, AnswerRewriteOutput)
+    return AnswerRewrite(answer=clean_response(structured.values[0].new_response), usage=structured.usage)

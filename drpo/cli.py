@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from drpo.datasets import load_queries
 from drpo.errors import UserInputError
 from drpo.projection import format_projection
-from drpo.runner import OptimizeOptions, new_run_id, optimize
+from drpo.runner import OptimizeOptions, optimize
+from drpo.session import new_run_id
 from schemas.artifact import RunArtifact
 from schemas.catalogue import DATA_DIR
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig

@@ -7,6 +7,7 @@ its first D..D+M queries. One seeded RNG shuffles within each source; the order 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import defaultdict
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from drpo.errors import UserInputError
 from schemas.catalogue import DATA_DIR
+from schemas.messages import Example
 
 DEFAULT_TRAIN = DATA_DIR / "train_queries.jsonl"
 
@@ -89,3 +91,70 @@ def stratified_order(queries: list[TrainQuery], seed: int) -> list[TrainQuery]:
         ordered.append(groups[source][taken[source]])
         taken[source] += 1
     return ordered
+
+
+# --- in-context examples --------------------------------------------------------------------------
+
+DEFAULT_EXAMPLES = DATA_DIR / "seed_examples.jsonl"
+CURATED_FILE = "curated.json"
+
+
+def _strip_markers(answer: str) -> str:
+    return answer.strip().removeprefix("<START>").removesuffix("<END>").strip()
+
+
+def _example(record: object, where: str) -> Example:
+    if not isinstance(record, dict):
+        raise UserInputError(f"{where}: expected a JSON object with 'query' and 'answer', got {type(record).__name__}")
+    query, answer = record.get("query"), record.get("answer")
+    if not isinstance(query, str) or not query.strip() or not isinstance(answer, str) or not answer.strip():
+        raise UserInputError(f"{where}: needs non-empty 'query' and 'answer' strings")
+    return Example(query=query.strip(), answer=_strip_markers(answer))
+
+
+def load_examples(path: Path, flag: str = "--examples") -> tuple[list[Example], Path]:
+    """Examples from JSONL (`query`, `answer`), a JSON list of such objects, the official DRPO file
+    (a JSON object mapping query to `<START>...<END>` answer), or a curated pool (`curate` output,
+    the file or its folder). Returns the examples and the file they came from."""
+    if path.is_dir():
+        path = path / CURATED_FILE
+    if not path.is_file():
+        raise UserInputError(f"{flag} {path}: no such file (a JSONL file, a DRPO JSON file, or a curate output folder)")
+    try:
+        text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    data = _whole_json(text) if path.suffix != ".jsonl" else None
+    if isinstance(data, dict) and isinstance(data.get("examples"), list):
+        data = data["examples"]  # a curated pool
+    if isinstance(data, dict) and "query" in data:
+        data = [data]  # a single record
+    if isinstance(data, dict):  # the official DRPO format: query -> answer
+        examples = [_example({"query": q, "answer": a}, f"{path} key {q[:40]!r}") for q, a in data.items()]
+    elif isinstance(data, list):
+        examples = [_example(r, f"{path} item {i}") for i, r in enumerate(data)]
+    else:
+        examples = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserInputError(f"{path}:{number}: invalid JSON ({exc.msg}); one JSON object per line") from None
+            examples.append(_example(record, f"{path}:{number}"))
+    if not examples:
+        raise UserInputError(f"{flag} {path}: the file holds no examples")
+    return examples, path
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _whole_json(text: str) -> object:
+    """The file parsed as one JSON document, or None when it is not one (e.g. JSONL)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None

@@ -54,6 +54,10 @@ class RunArtifact(BaseModel):
     examples: list[Example]
     """The in-context example pool retrieved from (k per query)."""
     examples_source: str
+    """The file the pool was read from (a curated pool's curated.json, or a seed file)."""
+    examples_sha256: str = ""
+    embedder: str = "lexical"
+    """The embedder that retrieved examples during optimization."""
     config: RunConfig
     models: dict[str, str]
     """Backend and model serving each role."""

@@ -7,6 +7,7 @@ Each agent is an async function from one of these types to another (see agents/)
 from __future__ import annotations
 
 from statistics import fmean
+from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -23,8 +24,13 @@ class Example(BaseModel):
 # --- reward-criteria selector -------------------------------------------------------------------
 
 
+Stage = Literal["prompt", "examples"]
+"""Which DRPO stage asks: system-prompt optimization, or example curation (a harsher critic)."""
+
+
 class CriteriaRequest(BaseModel):
     query: str
+    stage: Stage = "prompt"
 
 
 class CriteriaSelection(BaseModel):
@@ -84,6 +90,8 @@ class JudgeRequest(BaseModel):
     aspects: list[str] = Field(min_length=1)
     reasoning: str = ""
     """Why these aspects were selected; shown to the judge."""
+    stage: Stage = "prompt"
+    """`examples` judges as a demanding critic that says what to fix (drpo-method.md §2.3)."""
 
 
 class Judgement(BaseModel):
@@ -123,4 +131,20 @@ class PromptCandidates(BaseModel):
     prompts: list[str]
     skipped: bool = False
     skip_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+
+
+# --- example curator (curation) ---------------------------------------------------------------
+
+
+class AnswerRewriteRequest(BaseModel):
+    """Improve an example answer from a critic's per-aspect verdict (the curation loop)."""
+
+    query: str
+    answer: str
+    critique: dict[str, AspectScore]
+
+
+class AnswerRewrite(BaseModel):
+    answer: str
     usage: Usage = Field(default_factory=Usage)

