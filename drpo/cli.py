@@ -2,6 +2,8 @@
 
     python run.py                       the demo: embedded model, small preset, runs/<run-id>/
     python run.py optimize [options]    a full optimization (see --help)
+    python run.py curate [options]      improve a pool of in-context examples
+    python run.py answer [options] Q    answer a query with an aligned prompt and examples
 
 Errors a user can fix print one line on stderr and exit with code 2.
 """
@@ -16,13 +18,16 @@ from pathlib import Path
 import anyio
 from pydantic import ValidationError
 
-from drpo.datasets import load_queries
+from agents.embedders import EMBEDDERS
+from backends.errors import EngineConfigError
+from drpo.api import INFERENCE_SAMPLING, AlignedModel
+from drpo.curate import CurateOptions, curate
+from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, DEFAULT_TRAIN, load_queries
 from drpo.errors import UserInputError
 from drpo.projection import format_projection
 from drpo.runner import OptimizeOptions, optimize
 from drpo.session import new_run_id
 from schemas.artifact import RunArtifact
-from schemas.catalogue import DATA_DIR
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
 
 DEMO_SEARCH = SearchConfig(depth=3, max_depth_increase=1, beam=2, actions=2, k=1)
@@ -54,30 +59,62 @@ def _positive(name: str):  # type: ignore[no-untyped-def]
     return parse
 
 
+def _engine_options(command: argparse.ArgumentParser) -> None:
+    """Options of every command that calls engines."""
+    command.add_argument("--backend", choices=["embedded", "openai", "vllm"],
+                         help="engine for every role (default: embedded)")
+    command.add_argument("--model", help="model name (openai), path or hub id (vllm), or GGUF path (embedded)")
+    command.add_argument("--config", type=Path, help="TOML file: [search], [backends.NAME], [roles.ROLE], ...")
+    command.add_argument("--max-concurrency", type=_positive("--max-concurrency"),
+                         help="requests in flight per endpoint, for every backend (16)")
+    command.add_argument("--cache-dir", type=Path, help="shared caches (default: $DRPO_CACHE_DIR or ~/.cache/drpo)")
+    command.add_argument("--embedder", choices=EMBEDDERS, default="auto",
+                         help="retrieval embedder (auto: WordLlama if installed, else lexical)")
+
+
+def _run_options(command: argparse.ArgumentParser) -> None:
+    """Options of the commands that write a run folder."""
+    command.add_argument("--out", type=Path, help="output folder (default: runs/<run-id>)")
+    command.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    command.add_argument("--no-cache", action="store_true", help="send every request, even ones answered before")
+    command.add_argument("--no-criteria-cache", action="store_true", help="keep criteria selections for this run only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="run.py", description="DRPO: optimize an alignment system prompt without training.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
     opt = sub.add_parser("optimize", help="beam search for an aligned system prompt")
-    opt.add_argument("--backend", choices=["embedded", "openai", "vllm"], help="engine for every role (default: embedded)")
-    opt.add_argument("--model", help="model name (openai) or GGUF path (embedded)")
+    _engine_options(opt)
+    _run_options(opt)
     opt.add_argument("--train", type=Path, help="JSONL with a 'query'/'instruction' field, or one query per line")
-    opt.add_argument("--examples", type=Path, help="JSONL of in-context examples (query, answer)")
-    opt.add_argument("--out", type=Path, help="output folder (default: runs/<run-id>)")
+    opt.add_argument("--examples", type=Path, help="in-context examples: JSONL, DRPO JSON, or a curate output folder")
     opt.add_argument("--depth", type=_positive("--depth"), help="D: queries on a path before the depth bumps (20)")
     opt.add_argument("--max-depth-increase", type=int, help="M: most extra levels from skips (10)")
     opt.add_argument("--beam", type=_positive("--beam"), help="B: prompts kept per level (2)")
     opt.add_argument("--actions", type=_positive("--actions"), help="A: new prompts per rewrite (3)")
     opt.add_argument("-k", type=int, help="in-context examples per query (2)")
     opt.add_argument("--seed", type=int, help="seed for the query order (42)")
-    opt.add_argument("--config", type=Path, help="TOML file: [search], [backends.NAME], [roles.ROLE], critics")
     opt.add_argument("--demo", action="store_true", help="use the small demo preset")
-    opt.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
-    opt.add_argument("--max-concurrency", type=_positive("--max-concurrency"),
-                     help="requests in flight per endpoint, for every backend (16)")
-    opt.add_argument("--no-cache", action="store_true", help="send every request, even ones answered before")
-    opt.add_argument("--no-criteria-cache", action="store_true", help="keep criteria selections for this run only")
-    opt.add_argument("--cache-dir", type=Path, help="shared caches (default: $DRPO_CACHE_DIR or ~/.cache/drpo)")
     opt.add_argument("--dry-run", action="store_true", help="print the projected calls per role and exit")
+
+    cur = sub.add_parser("curate", help="improve in-context example answers (judge, rewrite, re-judge)")
+    _engine_options(cur)
+    _run_options(cur)
+    cur.add_argument("--examples", type=Path, help="seed pool: JSONL (query, answer) or DRPO JSON (query -> answer)")
+    cur.add_argument("--iterations", type=_positive("--iterations"), help="rewrite rounds per example at most (5)")
+    cur.add_argument("--from-best", action="store_true", help="rewrite the best answer so far, not the latest")
+
+    ans = sub.add_parser("answer", help="answer a query with an aligned prompt and retrieved examples")
+    _engine_options(ans)
+    ans.add_argument("query", help="the user query")
+    ans.add_argument("--artifact", type=Path, help="an optimize output folder (prompt and examples)")
+    ans.add_argument("--prompt-file", type=Path, help="a plain-text system prompt (instead of --artifact)")
+    ans.add_argument("--examples", type=Path, help="examples for --prompt-file: JSONL, DRPO JSON, or a curate folder")
+    ans.add_argument("-k", type=int, default=3, help="examples retrieved for the query (3)")
+    ans.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0.7)")
+    ans.add_argument("--max-tokens", type=_positive("--max-tokens"),
+                     help="answer length cap (512, or [roles.policy] max_tokens)")
     return parser
 
 
@@ -101,7 +138,7 @@ def _validation_message(exc: ValidationError, where: str) -> str:
 def build_config(args: argparse.Namespace) -> RunConfig:
     """Defaults (paper, or demo), then the TOML file, then flags: later ones win."""
     data: dict = {}
-    if args.demo:
+    if getattr(args, "demo", False):
         data = {"search": DEMO_SEARCH.model_dump(), "roles": {k: v.model_dump() for k, v in DEMO_ROLES.items()}}
     if args.config is not None:
         file_data = load_config_file(args.config)
@@ -111,10 +148,14 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             else:
                 data[section] = values
     search = data.setdefault("search", {})
-    for flag, key in (("depth", "depth"), ("max_depth_increase", "max_depth_increase"), ("beam", "beam"),
-                      ("actions", "actions"), ("k", "k"), ("seed", "seed")):
-        if getattr(args, flag) is not None:
-            search[key] = getattr(args, flag)
+    for key in ("depth", "max_depth_increase", "beam", "actions", "k", "seed"):
+        if args.command == "optimize" and getattr(args, key) is not None:
+            search[key] = getattr(args, key)
+    curation = data.setdefault("curation", {})
+    if getattr(args, "iterations", None) is not None:
+        curation["iterations"] = args.iterations
+    if getattr(args, "from_best", False):
+        curation["from_best"] = True
     if args.backend is not None or args.model is not None:
         backends = data.setdefault("backends", {})
         default = backends.get("default", {})
@@ -165,36 +206,86 @@ def print_summary(artifact: RunArtifact, out: Path) -> None:
     print(f"\nscore {artifact.best.score:.3f} on the best path; {artifact.wall_s:.1f} s; artifacts in {out}/")
 
 
+def _common(options, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    options.criteria_cache = not args.no_criteria_cache
+    options.response_cache = not args.no_cache
+    if args.cache_dir is not None:
+        options.cache_dir = args.cache_dir
+
+
+def run_optimize(args: argparse.Namespace, config: RunConfig) -> int:
+    run_id = new_run_id()
+    options = OptimizeOptions(
+        config=config, out=args.out or Path("runs") / run_id, run_id=run_id, force=args.force,
+        train=args.train or DEFAULT_TRAIN, examples=args.examples or DEFAULT_EXAMPLES, embedder=args.embedder,
+    )
+    _common(options, args)
+    if args.dry_run:
+        print(format_projection(config.search, len(load_queries(options.train))))
+        return 0
+    artifact = anyio.run(optimize, options)
+    print_summary(artifact, options.out)
+    return 0
+
+
+def run_curate(args: argparse.Namespace, config: RunConfig) -> int:
+    run_id = new_run_id()
+    options = CurateOptions(config=config, out=args.out or Path("runs") / f"curate-{run_id}", run_id=run_id,
+                            force=args.force, examples=args.examples or DEFAULT_EXAMPLES)
+    _common(options, args)
+    pool = anyio.run(curate, options)
+    print(f"\ncurated {len(pool.examples)} examples into {options.out / CURATED_FILE}\n")
+    print("example  seed  best  max  rounds  query")
+    for i, example in enumerate(pool.examples):
+        seed_total = example.history[0].total if example.history else None
+        print(f"{i:>7}  {seed_total if seed_total is not None else '-':>4}  {example.best_total or '-':>4}  "
+              f"{example.max_total or '-':>3}  {max(0, len(example.history) - 1):>6}  {example.query[:50]}")
+    return 0
+
+
+def run_answer(args: argparse.Namespace, config: RunConfig) -> int:
+    if (args.artifact is None) == (args.prompt_file is None):
+        raise UserInputError("answer: pass either --artifact DIR or --prompt-file FILE (with --examples FILE)")
+    if args.prompt_file is not None and args.examples is None:
+        raise UserInputError("answer: --prompt-file needs --examples FILE (JSONL, DRPO JSON, or a curate folder)")
+    if args.k < 0:
+        raise UserInputError(f"-k must be 0 or more, got {args.k}")
+    role = config.role("policy")
+    backend = config.backends[role.backend].model_copy(update={"model": role.model or config.backends[role.backend].model})
+    max_tokens = args.max_tokens or role.max_tokens or INFERENCE_SAMPLING.max_tokens
+    sampling = INFERENCE_SAMPLING.model_copy(update={"temperature": args.temperature, "max_tokens": max_tokens})
+    common = dict(backend=backend, k=args.k, sampling=sampling, cache_dir=args.cache_dir)
+    try:
+        if args.artifact is not None:
+            model = AlignedModel.from_artifact(args.artifact, **common)
+        else:
+            model = AlignedModel.from_files(args.prompt_file, args.examples, embedder=args.embedder, **common)
+    except (EngineConfigError, ValueError) as exc:
+        raise UserInputError(str(exc)) from None
+
+    async def respond() -> str:
+        try:
+            return await model.answer(args.query)
+        finally:
+            await model.aclose()
+
+    print(anyio.run(respond))
+    return 0
+
+
+COMMANDS = {"optimize": run_optimize, "curate": run_curate, "answer": run_answer}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if not argv:
-            argv = ["optimize", "--demo"]
-        args = build_parser().parse_args(argv)
-        if args.command != "optimize":
-            raise UserInputError("run.py: unknown command; try `python run.py optimize --help`")
-        config = build_config(args)
-        run_id = new_run_id()
-        out = args.out or Path("runs") / run_id
-        options = OptimizeOptions(
-            config=config, out=out, run_id=run_id, force=args.force,
-            train=args.train or DATA_DIR / "train_queries.jsonl",
-            examples=args.examples or DATA_DIR / "seed_examples.jsonl",
-        )
-        options.criteria_cache = not args.no_criteria_cache
-        options.response_cache = not args.no_cache
-        if args.cache_dir is not None:
-            options.cache_dir = args.cache_dir
-        if args.dry_run:
-            queries = len(load_queries(options.train))
-            print(format_projection(config.search, queries))
-            return 0
-        artifact = anyio.run(optimize, options)
+        args = build_parser().parse_args(argv or ["optimize", "--demo"])
+        if args.command not in COMMANDS:
+            raise UserInputError("run.py: unknown command; try `python run.py --help`")
+        return COMMANDS[args.command](args, build_config(args))
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print_summary(artifact, out)
-    return 0

@@ -22,8 +22,9 @@ class RunContext:
     config: RunConfig
     backends: BackendPool
     catalogue: AspectCatalogue
-    examples: ExamplePool
-    queries: list[str]
+    examples: ExamplePool | None = None
+    """The in-context pool the policy retrieves from (not used by curation)."""
+    queries: list[str] = field(default_factory=list)
     """The training stream in its seeded order; level l answers query l + 1, the root query 0."""
     criteria_cache: CriteriaCache = field(default_factory=lambda: CriteriaCache(None))
     background: TaskGroup | None = None

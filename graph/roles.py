@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from agents.criteria import CriteriaCache, select_criteria
-from agents.curator import retrieve_examples
+from agents.curator import retrieve_examples, rewrite_answer
 from agents.judge import judge
 from agents.length_critic import critique_length
 from agents.policy import generate_response
@@ -22,15 +22,18 @@ from graph.fanout import gather
 from graph.trace import traced
 from schemas.critics import LengthRequest
 from schemas.messages import (
+    AnswerRewrite,
+    AnswerRewriteRequest,
     CriteriaRequest,
     CriteriaSelection,
-    JudgeRequest,
     Judgement,
+    JudgeRequest,
     PolicyRequest,
     PolicyResponse,
     PromptCandidates,
     RetrievalRequest,
     RewriteRequest,
+    Stage,
 )
 
 log = structlog.get_logger("drpo.graph")
@@ -48,10 +51,10 @@ CRITICS: dict[str, Critic] = {
 """Extra critics by name; `RunConfig.critics` picks which run beside the judge."""
 
 
-async def criteria_for(ctx: RunContext, query: str) -> CriteriaSelection:
+async def criteria_for(ctx: RunContext, query: str, stage: Stage = "prompt") -> CriteriaSelection:
     backend = ctx.backends.for_role("criteria")
-    request = CriteriaRequest(query=query)
-    key = CriteriaCache.key(backend.model, ctx.catalogue, query)
+    request = CriteriaRequest(query=query, stage=stage)
+    key = CriteriaCache.key(backend.model, ctx.catalogue, query, stage)
 
     def select() -> Awaitable[CriteriaSelection]:
         return select_criteria(request, backend=backend, catalogue=ctx.catalogue, sampling=ctx.config.sampling("criteria"))
@@ -77,6 +80,7 @@ def prefetch_criteria(ctx: RunContext, queries: list[str]) -> None:
 
 
 async def answer(ctx: RunContext, prompt: str, query: str) -> PolicyResponse:
+    assert ctx.examples is not None, "answering needs the example pool"
     retrieval = RetrievalRequest(query=query, k=ctx.config.search.k)
     examples = await traced("curator", retrieval, retrieve_examples(retrieval, pool=ctx.examples))
     request = PolicyRequest(system_prompt=prompt, query=query, examples=examples.examples)
@@ -86,17 +90,30 @@ async def answer(ctx: RunContext, prompt: str, query: str) -> PolicyResponse:
     return await traced("policy", request, reply)
 
 
-async def judge_response(ctx: RunContext, query: str, response: str, criteria: CriteriaSelection) -> Judgement:
-    """The judge's verdict, joined by every configured critic's (all in flight together)."""
-    request = JudgeRequest(query=query, response=response, aspects=criteria.aspects, reasoning=criteria.reasoning)
+async def judge_response(
+    ctx: RunContext, query: str, response: str, criteria: CriteriaSelection, stage: Stage = "prompt"
+) -> Judgement:
+    """The judge's verdict, joined by every configured critic's (all in flight together).
+
+    Critics join the prompt stage only; curation is judged by the critic persona alone."""
+    request = JudgeRequest(
+        query=query, response=response, aspects=criteria.aspects, reasoning=criteria.reasoning, stage=stage
+    )
     backend = ctx.backends.for_role("judge")
     main = judge(request, backend=backend, catalogue=ctx.catalogue, sampling=ctx.config.sampling("judge"))
-    verdict, *extras = await gather(
-        traced("judge", request, main), *(CRITICS[name](request, ctx) for name in ctx.config.critics)
-    )
+    critics = ctx.config.critics if stage == "prompt" else []
+    verdict, *extras = await gather(traced("judge", request, main), *(CRITICS[name](request, ctx) for name in critics))
     for extra in extras:
         verdict = verdict.merged(extra)
     return verdict
+
+
+async def improve_answer(ctx: RunContext, request: AnswerRewriteRequest, round_: int) -> AnswerRewrite:
+    """The round number seeds the sample: rewriting the same answer twice (`from_best`) asks anew."""
+    backend = ctx.backends.for_role("curator")
+    sampling = ctx.config.sampling("curator").model_copy(update={"seed": round_})
+    reply = rewrite_answer(request, backend=backend, sampling=sampling)
+    return await traced("curator", request, reply)
 
 
 async def rewrite(ctx: RunContext, request: RewriteRequest) -> PromptCandidates:

@@ -69,3 +69,39 @@ class RunArtifact(BaseModel):
     best: FinalNode
     stopped: str | None = None
     accounting: Accounting
+
+
+class CurationStep(BaseModel):
+    iteration: int
+    """0 is the seed answer."""
+    answer: str
+    scores: dict[str, AspectScore] = Field(default_factory=dict)
+    total: int | None = None
+    """Sum of the scores; None when the judgement failed."""
+    accepted: bool = False
+
+
+class CuratedExample(BaseModel):
+    query: str
+    answer: str
+    """The best answer found (the seed's if nothing beat it)."""
+    seed_answer: str
+    aspects: list[str] = Field(default_factory=list)
+    best_total: int | None = None
+    max_total: int | None = None
+    history: list[CurationStep] = Field(default_factory=list)
+    failure: str | None = None
+    """Why curation stopped early for this example, if a call kept failing."""
+
+
+class CuratedPool(BaseModel):
+    """`curate` output (curated.json); `--examples` accepts it for optimize and answer."""
+
+    run_id: str
+    created_at: str
+    wall_s: float
+    models: dict[str, str]
+    iterations: int
+    from_best: bool
+    examples: list[CuratedExample]
+    accounting: Accounting

@@ -99,8 +99,18 @@ class SearchConfig(_Strict):
     """Prompts on the path shown to the rewriter."""
 
 
+class CurationConfig(_Strict):
+    """The example-curation loop (drpo-method.md §5.1); defaults are the paper's."""
+
+    iterations: int = Field(default=5, ge=1)
+    """Rewrite-and-judge rounds per example at most."""
+    from_best: bool = False
+    """Rewrite the best answer so far instead of the latest one (the reference rewrites the latest)."""
+
+
 class RunConfig(_Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
+    curation: CurationConfig = Field(default_factory=CurationConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=lambda: {"default": BackendConfig()})
     roles: dict[str, RoleConfig] = Field(default_factory=dict)
     budgets: dict[str, Budget] = Field(default_factory=dict)

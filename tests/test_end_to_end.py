@@ -42,3 +42,46 @@ def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_p
     agents = {json.loads(line)["agent"] for line in (out / "trace.jsonl").read_text().splitlines()}
     assert {"criteria", "curator", "policy", "judge", "rewriter"} <= agents
     assert "Optimized system prompt" in done.stdout
+
+
+CURATION_CAPS = """
+[curation]
+iterations = 1
+[roles.criteria]
+max_tokens = 200
+[roles.judge]
+max_tokens = 220
+[roles.curator]
+max_tokens = 160
+[roles.policy]
+max_tokens = 48
+"""
+
+
+def test_curate_two_seeds_with_the_embedded_model_then_answer_with_the_pool(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("\n".join((ROOT / "data" / "seed_examples.jsonl").read_text().splitlines()[:2]) + "\n")
+    (tmp_path / "caps.toml").write_text(CURATION_CAPS)
+    env = {**__import__("os").environ, "DRPO_CACHE_DIR": str(tmp_path / "cache")}
+    curated = tmp_path / "curated"
+    done = subprocess.run(
+        [sys.executable, "run.py", "curate", "--examples", str(seeds), "--config", str(tmp_path / "caps.toml"),
+         "--out", str(curated)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    pool = json.loads((curated / "curated.json").read_text())
+    assert len(pool["examples"]) == 2
+    for example in pool["examples"]:
+        assert example["answer"] and example["history"][0]["iteration"] == 0
+        assert example["failure"] or example["best_total"] is not None
+    assert pool["accounting"]["by_role"]["judge"]["usage"]["calls"] >= 2
+
+    (tmp_path / "prompt.txt").write_text("You are a helpful, honest assistant.")
+    answered = subprocess.run(
+        [sys.executable, "run.py", "answer", "--prompt-file", str(tmp_path / "prompt.txt"), "--examples", str(curated),
+         "-k", "2", "--temperature", "0", "--config", str(tmp_path / "caps.toml"), "What is a Python generator?"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert answered.stdout.strip()

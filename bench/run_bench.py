@@ -1,0 +1,510 @@
+"""Whole optimizations against the simulated batching engine: wall time vs the critical path.
+
+    python -m bench.run_bench --depth 6 --beam 2 --actions 3 [--out bench/results] [--no-overhead]
+
+One invocation runs the same search twice against `bench.sim_engine` (a child process on loopback,
+driven through the real `openai` backend via OPENAI_BASE_URL; response cache off, criteria cache in
+memory only, a fresh cache dir):
+
+1. **concurrent**: the CLI's defaults (`--max-concurrency 16` per endpoint);
+2. **one at a time**: `--max-concurrency 1`; every role shares the one `default` backend, so one
+   request is in flight at a time, like the reference implementation.
+
+For each it reports the wall time of `drpo.runner.optimize` (end to end: setup, search, artifacts),
+calls per role (the run's ledger), the simulator's view (requests, peak and time-weighted mean
+requests in flight over the wall time, engine busy time / wall), the critical-path lower bound and
+the efficiency bound / wall; then the speed-up of 1 over 2. Unless `--no-overhead`, it then runs
+`bench.overhead` (orchestration cost per call with zero-latency engines). Everything goes to
+`--out` (run folders, `results.json`) and the tables to `bench/RESULTS.md`.
+
+Critical-path lower bound (`critical_path`), from the run's own `trace.jsonl`
+-----------------------------------------------------------------------------------------------
+
+The trace has a `request` and a `reply` (or `failed`) line per agent message; the reply carries
+`latency_s`, the time from the agent's request to its reply as the graph saw it (the HTTP round
+trip, validation and any retries included). The *duration* of a message is that `latency_s`.
+Messages are tied to the search by their contextvars: `node_id` "root" (level -1) for the root's
+evaluation; `level`, `beam` for a node's rewrite; `node_id` `L<l>.b<b>.c<c>` for a candidate's
+criteria lookup, curator, policy and judge messages.
+
+The bound is the finish time of an ideal schedule of exactly the calls this run made, with exactly
+these durations, on an engine with unlimited capacity and an orchestrator with zero overhead, that
+respects every data dependency of the algorithm (drpo-method.md §4):
+
+- **criteria**: a selection depends on the query text only, so every selection may start at t = 0
+  (the run prefetches the first D at its start; a bound may assume the same for the rest). Its
+  duration is the latency of the criteria message that made the call (`calls` >= 1; the lookups
+  that found it cached or pending have `calls` = 0 and are not durations). `C[q]` = that duration
+  (0 when no call was made for q).
+- **root**: `E_root = max(C[q_root], curator_root + policy_root) + judge_root`.
+- **level l** (one per expansion level, in order) starts at `S_l = E_(l-1)` (`E_-1 = E_root`): a
+  level needs the previous level's top-B, which needs every judgement of that level. For each
+  candidate n = `L<l>.b<b>.c<c>`:
+
+      end(n) = max(S_l + rewrite(l, b) + curator(n) + policy(n),  C[q_n]) + judge(n)
+
+  where `rewrite(l, b)` is the duration of the rewriter message of parent b (about 0 for a
+  skip, which makes no call) and q_n the query of the level (from n's criteria message). A
+  candidate whose policy call failed has no judge term; missing messages count 0.
+  `E_l = max_n end(n)` (`S_l + rewrite` for a level without candidates).
+- **bound** = `E_last`, measured from the start of the search (t = 0), so bound <= wall always.
+
+The bound charges no time to what the algorithm does between calls (keep_top, checkpoints, trace
+lines), nor to waiting for a concurrency slot; both are overhead the efficiency is meant to expose.
+Because durations come from this run, the batch-size effect of the engine (a decode step grows with
+the sequences in flight) is in them, as it would be in any schedule that overlaps the same calls.
+
+`efficiency = bound / wall` (wall of the whole `optimize` call); `search efficiency` uses the span
+of the trace (first request to last reply) instead, leaving out setup and artifact writing.
+The speed-up is `wall(one at a time) / wall(concurrent)`; the speed-up the bound allows is
+`wall(one at a time) / bound(concurrent)`, and the fraction of it reached equals the efficiency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLES = ("criteria", "rewriter", "policy", "judge")
+
+# --- the critical path --------------------------------------------------------------------------
+
+
+@dataclass
+class LevelBound:
+    level: int
+    start: float
+    """S_l: when the level may start in the ideal schedule (s from the search's start)."""
+    end: float
+    """E_l."""
+    candidates: int
+    critical_node: str | None
+    """The candidate whose chain sets E_l."""
+    chain: dict[str, float] = field(default_factory=dict)
+    """Durations along the critical candidate's chain, by agent."""
+    actual_s: float | None = None
+    """The same level in the real run: its first rewriter request to its last reply."""
+
+
+@dataclass
+class CriticalPath:
+    bound_s: float
+    root_end_s: float
+    levels: list[LevelBound]
+    search_span_s: float
+    """The real run: first trace line to last trace line."""
+    first_stamp: float
+    last_stamp: float
+    call_time_s: float
+    """Sum of the durations of every engine call (what one-at-a-time would at least take)."""
+
+
+def _stamp(line: dict[str, Any]) -> float:
+    return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def critical_path(lines: list[dict[str, Any]]) -> CriticalPath:
+    """The critical-path lower bound of a run from its trace lines (see the module docstring)."""
+    ends = [line for line in lines if line.get("direction") in ("reply", "failed")]
+    criteria_calls: dict[str, float] = {}
+    query_of_node: dict[str, str] = {}
+    duration: dict[tuple[str, str], float] = {}  # (agent, node_id) -> latency
+    rewrites: dict[tuple[int, int], float] = {}  # (level, beam) -> latency
+    children: dict[int, list[str]] = defaultdict(list)
+    call_time = 0.0
+
+    for line in lines:
+        if line.get("agent") == "criteria" and line.get("direction") == "request" and line.get("node_id"):
+            query_of_node[line["node_id"]] = (line.get("message") or {}).get("query", "")
+    for line in ends:
+        agent, latency = line.get("agent"), float(line.get("latency_s") or 0.0)
+        if line.get("calls"):
+            call_time += latency
+        if agent == "criteria":
+            if line.get("calls"):
+                query = (line.get("message") or {}).get("query", "")
+                criteria_calls[query] = max(criteria_calls.get(query, 0.0), latency)
+            continue
+        if agent == "rewriter":
+            rewrites[(int(line["level"]), int(line.get("beam") or 0))] = latency
+            continue
+        node = line.get("node_id")
+        if node is None:
+            continue
+        duration[(agent, node)] = duration.get((agent, node), 0.0) + latency
+        if node != "root" and agent == "policy":
+            children[int(line["level"])].append(node)
+
+    def chain_end(node: str, ready: float) -> tuple[float, dict[str, float]]:
+        parts = {"curator": duration.get(("curator", node), 0.0), "policy": duration.get(("policy", node), 0.0)}
+        answered = ready + parts["curator"] + parts["policy"]
+        criteria = criteria_calls.get(query_of_node.get(node, ""), 0.0)
+        if ("judge", node) not in duration:
+            return answered, parts
+        parts["criteria_wait"] = max(0.0, criteria - answered)
+        parts["judge"] = duration[("judge", node)]
+        return max(answered, criteria) + parts["judge"], parts
+
+    root_end, _ = chain_end("root", 0.0)
+    start, levels = root_end, []
+    first = {lvl: min((_stamp(l) for l in lines if l.get("level") == lvl and l.get("agent") == "rewriter"),
+                      default=None) for lvl in {lb for lb, _ in rewrites} | set(children)}
+    last = {lvl: max((_stamp(l) for l in ends if l.get("level") == lvl), default=None) for lvl in first}
+    for level in sorted(set(children) | {lvl for lvl, _ in rewrites}):
+        best_end, best_node, best_chain = None, None, {}
+        for node in sorted(set(children.get(level, []))):
+            beam = int(node.split(".b", 1)[1].split(".", 1)[0])
+            rewrite = rewrites.get((level, beam), 0.0)
+            end, parts = chain_end(node, start + rewrite)
+            if best_end is None or end > best_end:
+                best_end, best_node, best_chain = end, node, {"rewriter": rewrite, **parts}
+        if best_end is None:
+            best_end = start + max((v for (lvl, _), v in rewrites.items() if lvl == level), default=0.0)
+        actual = None if first.get(level) is None or last.get(level) is None else last[level] - first[level]
+        levels.append(LevelBound(level=level, start=start, end=best_end, candidates=len(set(children.get(level, [])),),
+                                 critical_node=best_node, chain=best_chain, actual_s=actual))
+        start = best_end
+    stamps = [_stamp(line) for line in lines if "timestamp" in line]
+    span = max(stamps) - min(stamps) if stamps else 0.0
+    return CriticalPath(bound_s=start, root_end_s=root_end, levels=levels, search_span_s=span, call_time_s=call_time,
+                        first_stamp=min(stamps, default=0.0), last_stamp=max(stamps, default=0.0))
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --- the simulator's log -------------------------------------------------------------------------
+
+
+def engine_stats(log: list[dict[str, Any]], t0: float, t1: float) -> dict[str, Any]:
+    """Requests in flight over [t0, t1] from the simulator's log (wall-clock start/end per request)."""
+    reqs = [r for r in log if r["end"] >= t0 and r["start"] <= t1]
+    wall = max(t1 - t0, 1e-9)
+    events = sorted([(max(r["start"], t0), 1) for r in reqs] + [(min(r["end"], t1), -1) for r in reqs],
+                    key=lambda e: (e[0], e[1]))
+    level, peak, area, busy, last = 0, 0, 0.0, 0.0, t0
+    for stamp, delta in events:
+        if level > 0:
+            area += level * (stamp - last)
+            busy += stamp - last
+        last = stamp
+        level += delta
+        peak = max(peak, level)
+    return {
+        "requests": len(reqs),
+        "peak_in_flight": peak,
+        "mean_in_flight": area / wall,
+        "mean_in_flight_when_busy": area / busy if busy else 0.0,
+        "busy_s": busy,
+        "busy_fraction": busy / wall,
+        "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in reqs),
+        "completion_tokens": sum(r.get("completion_tokens", 0) for r in reqs),
+        "engine_latency_sum_s": sum(r["end"] - r["start"] for r in reqs),
+        "samples": sum(r.get("n", 1) for r in reqs),
+    }
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    name: str
+    max_concurrency: int | None
+    wall_s: float
+    calls: dict[str, int]
+    engine: dict[str, Any]
+    path: CriticalPath
+    levels: int
+    out: str
+    setup_s: float = 0.0
+    """From the start of `optimize` to the first trace line (inputs, embedder, engines, logs, graph)."""
+    teardown_s: float = 0.0
+    """From the last trace line to the return of `optimize` (artifacts, closing)."""
+
+    @property
+    def efficiency(self) -> float:
+        return self.path.bound_s / self.wall_s
+
+    @property
+    def search_efficiency(self) -> float:
+        return self.path.bound_s / self.path.search_span_s if self.path.search_span_s else 0.0
+
+
+def cli_args(args: argparse.Namespace, out: Path, cache: Path, max_concurrency: int | None) -> list[str]:
+    argv = ["optimize", "--backend", "openai", "--model", args.model, "--depth", str(args.depth),
+            "--beam", str(args.beam), "--actions", str(args.actions), "--seed", str(args.seed),
+            "--no-cache", "--no-criteria-cache", "--cache-dir", str(cache), "--out", str(out)]
+    if args.max_depth_increase is not None:
+        argv += ["--max-depth-increase", str(args.max_depth_increase)]
+    if args.k is not None:
+        argv += ["-k", str(args.k)]
+    if max_concurrency is not None:
+        argv += ["--max-concurrency", str(max_concurrency)]
+    return argv
+
+
+def optimize_options(parsed: argparse.Namespace, config: Any) -> Any:
+    """`OptimizeOptions` as `drpo.cli.run_optimize` builds them (only the fields this version has)."""
+    import dataclasses
+
+    from drpo import datasets
+    from drpo.runner import OptimizeOptions
+    from schemas.catalogue import DATA_DIR
+
+    values = {
+        "config": config, "out": parsed.out, "force": True,
+        "train": parsed.train or getattr(datasets, "DEFAULT_TRAIN", DATA_DIR / "train_queries.jsonl"),
+        "examples": parsed.examples or getattr(datasets, "DEFAULT_EXAMPLES", DATA_DIR / "seed_examples.jsonl"),
+        "embedder": getattr(parsed, "embedder", None), "cache_dir": parsed.cache_dir,
+        "criteria_cache": not parsed.no_criteria_cache, "response_cache": not parsed.no_cache,
+    }
+    names = {f.name for f in dataclasses.fields(OptimizeOptions)}
+    return OptimizeOptions(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+class _StderrTo:
+    """Send file descriptor 2 (every console line, whoever's handler writes it) to a file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._saved: int | None = None
+
+    def __enter__(self) -> None:
+        if self.path is not None:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            target = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(target, 2)
+            os.close(target)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            sys.stderr.flush()
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+
+
+def run_once(name: str, argv: list[str], sim: Any, *, engine_factory: Any = None,
+             console: Path | None = None) -> tuple[float, Any, float, float]:
+    """`optimize` as the CLI would call it, timed; returns (wall, artifact, t0, t1) on the wall clock.
+
+    The run's console output (progress lines, and anything else written to stderr) goes to `console`."""
+    import anyio
+
+    from drpo.cli import build_config, build_parser
+    from drpo.runner import optimize
+
+    parsed = build_parser().parse_args(argv)
+    options = optimize_options(parsed, build_config(parsed))
+    if sim is not None:
+        sim.reset()
+    extra = () if engine_factory is None else (engine_factory,)
+    with _StderrTo(console):
+        t0, started = time.time(), time.perf_counter()
+        artifact = anyio.run(optimize, options, *extra)
+        wall = time.perf_counter() - started
+        t1 = time.time()
+    return wall, artifact, t0, t1
+
+
+def measure(name: str, args: argparse.Namespace, sim: Any, out: Path, cache: Path,
+            max_concurrency: int | None) -> RunResult:
+    run_dir = out / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    argv = cli_args(args, run_dir, cache / name, max_concurrency)
+    print(f"\n== {name}: python run.py {shlex.join(argv)}", file=sys.stderr, flush=True)
+    wall, artifact, t0, t1 = run_once(name, argv, sim, console=out / f"{name}.console.log")
+    calls = {role: a.usage.calls for role, a in artifact.accounting.by_role.items() if a.usage.calls}
+    path = critical_path(read_trace(run_dir / "trace.jsonl"))
+    limit = artifact.config.backends["default"].max_concurrency
+    return RunResult(name=name, max_concurrency=limit, wall_s=wall, calls=calls,
+                     engine=engine_stats(sim.log, t0, t1), path=path, levels=len(artifact.levels), out=str(run_dir),
+                     setup_s=path.first_stamp - t0, teardown_s=t1 - path.last_stamp)
+
+
+def warm_up(out: Path, cache: Path) -> dict[str, float]:
+    """Pay the one-off costs of a process before timing: the SDKs a first run imports lazily, and one
+    tiny in-process run (D=2, B=A=1, zero-latency engine) for the lazy imports and first-use work inside
+    langgraph, pydantic and the embedder. Returns the seconds each took."""
+    import importlib
+
+    from bench.overhead import ZeroLatency
+
+    times = {}
+    for name in ("openai", "wordllama"):
+        started = time.perf_counter()
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        times[f"import {name}"] = time.perf_counter() - started
+    argv = ["optimize", "--backend", "openai", "--model", "warm-up", "--depth", "2", "--beam", "1", "--actions", "1",
+            "--no-cache", "--no-criteria-cache", "--cache-dir", str(cache), "--out", str(out / "warm-up")]
+    wall, *_ = run_once("warm-up", argv, None, engine_factory=ZeroLatency().factory(), console=out / "warm-up.console.log")
+    times["first run (D=2, zero latency)"] = wall
+    return times
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _if_free(run: RunResult, text: str) -> str:
+    """The bound needs latencies without queueing for a concurrency slot: one-at-a-time has them."""
+    if run.max_concurrency is not None and run.engine["peak_in_flight"] >= run.max_concurrency:
+        return "n/a (queued)"
+    return text
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def report(args: argparse.Namespace, command: str, params: dict[str, Any], runs: list[RunResult],
+           overhead: dict[str, Any] | None, imports: dict[str, float] | None = None) -> str:
+    conc, serial = runs[0], runs[1] if len(runs) > 1 else None
+    lines = [
+        "# Benchmark: DRPO against a simulated batching engine",
+        "",
+        f"Generated by `bench/run_bench.py` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}; the simulator runs as a "
+        "child process on 127.0.0.1 and the optimizer talks to it through the `openai` backend.",
+        "",
+        "Simulator parameters (`bench/sim_engine.py`, `SimParams`): "
+        + ", ".join(f"`{k}={v}`" for k, v in params.items()),
+        "",
+        f"Search: D={args.depth}, B={args.beam}, A={args.actions}, seed {args.seed}, every query scored 3 by the "
+        "simulated judge (no skips, so no depth bumps); response cache off, criteria cache in memory only. "
+        "One-off process costs are paid before timing ("
+        + (", ".join(f"{k} {v:.2f} s" for k, v in (imports or {}).items()) or "none")
+        + "); a CLI run pays them once, on top of the walls below.",
+        "",
+        "## Whole runs",
+        "",
+        _row(["", *(r.name for r in runs)]),
+        _row(["---"] * (len(runs) + 1)),
+        _row(["--max-concurrency (requests in flight allowed)", *(r.max_concurrency for r in runs)]),
+        _row(["wall s (optimize, end to end)", *(f"{r.wall_s:.2f}" for r in runs)]),
+        _row(["levels", *(r.levels for r in runs)]),
+        *(_row([f"calls: {role}", *(r.calls.get(role, 0) for r in runs)]) for role in ROLES),
+        _row(["engine requests (simulator log)", *(r.engine["requests"] for r in runs)]),
+        _row(["peak requests in flight", *(r.engine["peak_in_flight"] for r in runs)]),
+        _row(["mean requests in flight (over wall)", *(f"{r.engine['mean_in_flight']:.2f}" for r in runs)]),
+        _row(["mean requests in flight (while busy)", *(f"{r.engine['mean_in_flight_when_busy']:.2f}" for r in runs)]),
+        _row(["engine busy s / wall", *(f"{r.engine['busy_s']:.2f} / {r.wall_s:.2f} = {r.engine['busy_fraction']:.2f}"
+                                        for r in runs)]),
+        _row(["sum of engine request latencies s (simulator)", *(f"{r.engine['engine_latency_sum_s']:.2f}" for r in runs)]),
+        _row(["critical-path bound s", *(_if_free(r, f"{r.path.bound_s:.2f}") for r in runs)]),
+        _row(["search span s (trace: first line to last)", *(f"{r.path.search_span_s:.2f}" for r in runs)]),
+        _row(["setup s (optimize start to first trace line)", *(f"{r.setup_s:.2f}" for r in runs)]),
+        _row(["teardown s (last trace line to return)", *(f"{r.teardown_s:.2f}" for r in runs)]),
+        _row(["**efficiency** bound / wall", *(_if_free(r, f"**{r.efficiency:.3f}**") for r in runs)]),
+        _row(["search efficiency bound / span", *(_if_free(r, f"{r.search_efficiency:.3f}") for r in runs)]),
+        "",
+    ]
+    if serial is not None:
+        speedup = serial.wall_s / conc.wall_s
+        allowed = serial.wall_s / conc.path.bound_s
+        lines += [
+            f"**Speed-up over one at a time: {speedup:.2f}×** ({serial.wall_s:.2f} s / {conc.wall_s:.2f} s). "
+            f"The concurrent run's bound allows {allowed:.2f}× ({serial.wall_s:.2f} s / {conc.path.bound_s:.2f} s); "
+            f"reached: {speedup / allowed:.3f} of it. (One at a time, the engine was busy "
+            f"{serial.engine['busy_fraction']:.3f} of the wall; its critical path is the sum of its calls, and the "
+            "trace latencies of that run include the wait for the single slot, so no bound is computed from them.)",
+            "",
+        ]
+    lines += [
+        "### Per level (concurrent run)",
+        "",
+        "Ideal schedule: `start`/`end` of each level (s from the search's start); the critical candidate and its "
+        "chain of durations; `actual` is the real level from its first rewriter request to its last reply.",
+        "",
+        _row(["level", "bound start", "bound end", "bound length", "actual", "candidates", "critical node", "chain (s)"]),
+        _row(["---"] * 8),
+        _row(["root", "0.000", f"{conc.path.root_end_s:.3f}", f"{conc.path.root_end_s:.3f}", "", 1, "root", ""]),
+    ]
+    for lb in conc.path.levels:
+        chain = ", ".join(f"{k} {v:.3f}" for k, v in lb.chain.items())
+        actual = "" if lb.actual_s is None else f"{lb.actual_s:.3f}"
+        lines.append(_row([lb.level, f"{lb.start:.3f}", f"{lb.end:.3f}", f"{lb.end - lb.start:.3f}", actual,
+                           lb.candidates, lb.critical_node, chain]))
+    lines += ["", "The critical-path definition is in the docstring of `bench/run_bench.py`. Proposed core changes and "
+              "their effect, measured by monkeypatching the benchmark process: `bench/WHATIF.md` "
+              "(`python -m bench.whatif`).", ""]
+    if overhead:
+        from bench.overhead import report_lines
+
+        lines += report_lines(overhead)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="DRPO against the simulated engine: wall vs critical path")
+    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--beam", type=int, default=2)
+    parser.add_argument("--actions", type=int, default=3)
+    parser.add_argument("--max-depth-increase", type=int, default=None)
+    parser.add_argument("-k", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--model", default="sim")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--results-md", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--no-serial", action="store_true", help="skip the one-at-a-time run")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the zero-latency overhead measurements")
+    parser.add_argument("--sim-params", default="{}", help="SimParams overrides as JSON, e.g. '{\"text_tokens\": 100}'")
+    args = parser.parse_args(argv)
+    command = "python -m bench.run_bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+
+    from bench.sim_engine import SimParams, SimProcess
+
+    params = SimParams()
+    params.update(json.loads(args.sim_params))
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ["OPENAI_API_KEY"] = "unused"
+    runs: list[RunResult] = []
+    overhead = None
+    with tempfile.TemporaryDirectory(prefix="drpo-warm-") as warm:
+        imports = warm_up(Path(warm), Path(warm) / "cache")
+    with tempfile.TemporaryDirectory(prefix="drpo-bench-") as tmp, SimProcess(params) as sim:
+        os.environ["OPENAI_BASE_URL"] = sim.base_url
+        runs.append(measure("concurrent", args, sim, args.out, Path(tmp), None))
+        if not args.no_serial:
+            runs.append(measure("one-at-a-time", args, sim, args.out, Path(tmp), 1))
+        if not args.no_overhead:
+            from bench.overhead import run_all
+
+            overhead = run_all(args, sim, args.out, Path(tmp))
+    results = {
+        "command": command, "params": asdict(params), "cpus": os.cpu_count(), "imports_s": imports,
+        "runs": [{**asdict(r), "efficiency": r.efficiency, "search_efficiency": r.search_efficiency} for r in runs],
+        "overhead": overhead,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    text = report(args, command, asdict(params), runs, overhead, imports)
+    args.results_md.write_text(text, encoding="utf-8")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

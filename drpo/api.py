@@ -1,0 +1,92 @@
+"""Apply an aligned prompt: load an optimization's artifact (or a prompt and examples) and answer.
+
+    from drpo.api import AlignedModel
+
+    model = AlignedModel.from_artifact("runs/my-run")          # the embedded model, k = 3
+    print(model.answer_sync("How do I keep basil alive indoors?"))
+
+The prompt is built by agents/formatting.py, exactly as during optimization.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from agents.curator import ExamplePool
+from agents.embedders import make_embedder
+from agents.policy import generate_response
+from backends.base import Backend, Engine
+from backends.ledger import Ledger
+from backends.registry import build_engine
+from drpo.datasets import load_examples
+from drpo.errors import UserInputError
+from drpo.session import default_cache_dir
+from schemas.artifact import RunArtifact
+from schemas.config import BackendConfig
+from schemas.llm import Sampling
+from schemas.messages import Example, PolicyRequest
+
+INFERENCE_SAMPLING = Sampling(temperature=0.7, top_p=0.95, max_tokens=512)
+"""The paper's inference defaults (drpo-method.md §6.2)."""
+
+
+class AlignedModel:
+    """A base model plus an aligned system prompt and the example pool it retrieves from."""
+
+    def __init__(
+        self,
+        prompt: str,
+        examples: list[Example],
+        *,
+        backend: BackendConfig | None = None,
+        k: int = 3,
+        sampling: Sampling = INFERENCE_SAMPLING,
+        embedder: str = "auto",
+        cache_dir: Path | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        if k > len(examples):
+            raise UserInputError(f"k={k} is larger than the example pool ({len(examples)} examples)")
+        self.prompt = prompt
+        self.k = k
+        self.sampling = sampling
+        self.backend_config = backend or BackendConfig()
+        cache_dir = cache_dir or default_cache_dir()
+        self.pool = ExamplePool(examples, make_embedder(embedder, cache_dir), cache_dir)
+        engine = engine or build_engine(self.backend_config, self.backend_config.model)
+        self.backend = Backend(engine, name=f"{self.backend_config.kind}:{engine.model}", ledger=Ledger(),
+                               max_concurrency=1 if self.backend_config.kind == "embedded" else 16)
+
+    @classmethod
+    def from_artifact(cls, run_dir: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
+        path = Path(run_dir) / "artifact.json"
+        if not path.is_file():
+            raise UserInputError(f"--artifact {run_dir}: no artifact.json there; pass an optimize output folder")
+        artifact = RunArtifact.model_validate_json(path.read_text(encoding="utf-8"))
+        kwargs.setdefault("embedder", artifact.embedder)
+        return cls(artifact.prompt, artifact.examples, **kwargs)
+
+    @classmethod
+    def from_files(cls, prompt_file: str | Path, examples_file: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
+        prompt_path = Path(prompt_file)
+        if not prompt_path.is_file():
+            raise UserInputError(f"--prompt-file {prompt_path}: no such file")
+        examples, _ = load_examples(Path(examples_file))
+        return cls(prompt_path.read_text(encoding="utf-8").strip(), examples, **kwargs)
+
+    def request(self, query: str) -> PolicyRequest:
+        return PolicyRequest(system_prompt=self.prompt, query=query, examples=self.pool.top_k(query, self.k))
+
+    async def answer(self, query: str) -> str:
+        reply = await generate_response(
+            self.request(query), backend=self.backend, sampling=self.sampling, chat=self.backend_config.chat
+        )
+        return reply.text
+
+    def answer_sync(self, query: str) -> str:
+        return anyio.run(self.answer, query)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
