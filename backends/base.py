@@ -11,10 +11,13 @@ mapped to `backends.errors`. Everything engines have in common is written once, 
 - accounting: every attempt's usage and every fault go to the run's `Ledger`, and budgets are
   enforced before each request;
 - limits: optional requests and tokens per minute; concurrency halves on a 429 and grows back;
-- a response cache (backends/cache.py): a request answered before is not sent again.
+- response caches (backends/cache.py): a request answered before is not sent again; the run's
+  own journal makes a resumed run replay its finished calls instead of repeating them.
 
 Invariants: a result always carries `usage`; a call either returns valid output or raises
-`CallFailed` (never a partial or default value that could be mistaken for a score).
+`CallFailed` (never a partial or default value that could be mistaken for a score). When calls
+keep failing at the transport level (`down_after` in a row, no success between), the engine is
+down: `EngineUnavailable` stops the run, which `--resume` continues later.
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ import anyio
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
+from backends.errors import (
+    TRANSPORT_KINDS,
+    CallFailed,
+    EmptyOutput,
+    EngineFault,
+    EngineUnavailable,
+    InvalidOutput,
+    RateLimited,
+    TruncatedOutput,
+)
 from backends.cache import ResponseCache, request_key
 from backends.ledger import BudgetExhausted, Ledger
 from backends.limits import AdaptiveConcurrency, MinuteWindow
@@ -89,9 +101,10 @@ class Backend:
         max_concurrency: int = 16,
         max_attempts: int = 4,
         backoff_s: float = 0.5,
-        cache: ResponseCache | None = None,
+        caches: Sequence[ResponseCache] = (),
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
+        down_after: int = 3,
     ) -> None:
         self.engine = engine
         self.name = name
@@ -99,11 +112,14 @@ class Backend:
         self.limiter = anyio.CapacityLimiter(max_concurrency)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self.cache = cache
+        self.caches = list(caches)
+        """Looked up in order; every new answer is written to all (the run's journal, the shared cache)."""
         self._requests = MinuteWindow(requests_per_minute) if requests_per_minute else None
         self._tokens = MinuteWindow(tokens_per_minute) if tokens_per_minute else None
         self._adaptive = AdaptiveConcurrency(self.limiter, max_concurrency, name)
         self._jitter = random.Random()
+        self.down_after = down_after
+        self._lost_in_a_row = 0
 
     @property
     def model(self) -> str:
@@ -134,6 +150,8 @@ class Backend:
                 except (InvalidOutput, ValidationError) as exc:
                     errors.append(str(exc).splitlines()[0])
             if not values:
+                if any(c.finish_reason == "length" for c in choices):
+                    raise TruncatedOutput(f"output cut off at max_tokens={request.sampling.max_tokens}")
                 raise InvalidOutput("; ".join(errors) or "no choices")
             if errors:
                 self.ledger.fault(request.role, InvalidOutput.kind)
@@ -189,16 +207,29 @@ class Backend:
                             attempt=attempt + 1, error=str(fault)[:200])
                 if attempt + 1 == self.max_attempts:
                     self.ledger.failed(request.role)
+                    self._note_failure(faults)
                     raise CallFailed(request.role, faults, fault) from fault
                 await anyio.sleep(self._delay(attempt, fault))
         raise AssertionError("unreachable")
 
+    def _note_failure(self, faults: list[str]) -> None:
+        """Count calls lost to transport faults in a row; past `down_after`, the engine is down."""
+        if not set(faults) <= TRANSPORT_KINDS:
+            return
+        self._lost_in_a_row += 1
+        if self._lost_in_a_row >= self.down_after:
+            raise EngineUnavailable(
+                f"{self.name} failed {self._lost_in_a_row} calls in a row at the transport level "
+                f"({', '.join(sorted(set(faults)))}); is the engine up?"
+            )
+
     async def _fetch(self, request: LLMRequest) -> tuple[LLMResult, Usage]:
-        """One answer: from the cache, or from the engine within the limits (and then cached)."""
-        key = request_key(self.model, request) if self.cache is not None else None
-        if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
-            self.ledger.cache_hit(request.role)
-            return hit, Usage()
+        """One answer: from a cache, or from the engine within the limits (and then cached)."""
+        key = request_key(self.model, request) if self.caches else None
+        for cache in self.caches:
+            if (hit := cache.get(key)) is not None:  # type: ignore[arg-type]
+                self.ledger.cache_hit(request.role)
+                return hit, Usage()
         try:
             self.ledger.reserve(request.role)
         except BudgetExhausted as exhausted:
@@ -215,12 +246,13 @@ class Backend:
                 self._adaptive.on_rate_limited()
                 raise
         self._adaptive.on_success()
+        self._lost_in_a_row = 0
         usage = result.usage.model_copy(update={"calls": 1, "latency_s": time.perf_counter() - started})
         self.ledger.record(request.role, self.name, usage)
         if self._tokens is not None:
             self._tokens.spend(usage.tokens_in + usage.tokens_out)
-        if key is not None:
-            self.cache.put(key, result)  # type: ignore[union-attr]
+        for cache in self.caches:
+            cache.put(key, result)  # type: ignore[arg-type]
         return result, usage
 
     def _delay(self, attempt: int, fault: EngineFault) -> float:

@@ -4,8 +4,10 @@
     ├── TransportFault          connection reset, timeout, 5xx
     │   └── RateLimited         429; carries the server's Retry-After
     ├── InvalidOutput           output that does not parse or validate against the schema
+    │   └── TruncatedOutput     structured output cut off at max_tokens (finish_reason "length")
     └── EmptyOutput             nothing came back
     CallFailed                  every attempt failed; the caller drops the candidate, never scores it
+    EngineUnavailable           the engine keeps failing at the transport level: the run stops, resumable
     EngineConfigError           the engine cannot start (missing model, missing extra, bad endpoint)
 """
 
@@ -38,6 +40,10 @@ class InvalidOutput(EngineFault):
     kind = "invalid_output"
 
 
+class TruncatedOutput(InvalidOutput):
+    kind = "truncated"
+
+
 class EmptyOutput(EngineFault):
     kind = "empty_output"
 
@@ -50,6 +56,15 @@ class CallFailed(Exception):
         self.role = role
         self.faults = faults
         self.last = last
+
+
+TRANSPORT_KINDS = frozenset({TransportFault.kind, RateLimited.kind})
+
+
+class EngineUnavailable(Exception):
+    """Calls on a backend keep failing at the transport level with no success in between: the
+    engine is down. Not a per-candidate failure, so nothing catches it: the run stops at its last
+    checkpoint and `--resume` continues once the engine is back."""
 
 
 class EngineConfigError(Exception):

@@ -47,6 +47,21 @@ class OpenAICompatEngine:
         self._max_tokens_field = "max_completion_tokens" if "api.openai.com" in base_url else "max_tokens"
         self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
 
+    async def probe(self) -> None:
+        """Fail fast, before a run starts, when the endpoint cannot be reached or refuses the key."""
+        import openai
+
+        try:
+            await self._client.with_options(timeout=10.0).models.list()
+        except openai.AuthenticationError as exc:
+            raise EngineConfigError(f"{self.base_url} refused the API key (HTTP 401): check the key's variable") from exc
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise EngineConfigError(
+                f"cannot reach {self.base_url} ({type(exc).__name__}); start the server or fix base_url / OPENAI_BASE_URL"
+            ) from exc
+        except openai.APIStatusError:
+            return  # reachable; some servers have no /models
+
     async def complete(self, request: LLMRequest) -> LLMResult:
         sent_mode = self.schema_mode  # another call in flight may switch the mode before this one fails
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from backends.base import Backend, Engine
 from backends.cache import ResponseCache
@@ -54,11 +54,11 @@ class BackendPool:
         config: RunConfig,
         ledger: Ledger,
         engine_factory: EngineFactory = build_engine,
-        cache: ResponseCache | None = None,
+        caches: Sequence[ResponseCache] = (),
     ) -> None:
         self.config = config
         self.ledger = ledger
-        self.cache = cache
+        self.caches = list(caches)
         self._factory = engine_factory
         self._backends: dict[tuple[str, str | None], Backend] = {}
 
@@ -75,11 +75,24 @@ class BackendPool:
                 ledger=self.ledger,
                 max_concurrency=_concurrency(backend_config),
                 max_attempts=backend_config.max_attempts,
-                cache=self.cache,
+                caches=self.caches,
                 requests_per_minute=backend_config.requests_per_minute,
                 tokens_per_minute=backend_config.tokens_per_minute,
             )
         return self._backends[key]
+
+    async def probe(self) -> None:
+        """Ask every engine that can (`probe()`) whether it is reachable, once, before the run."""
+        for backend in self._backends.values():
+            probe = getattr(backend.engine, "probe", None)
+            if probe is not None:
+                await probe()
+
+    def add_journal(self, journal: ResponseCache) -> None:
+        """Put the run's own journal first in every backend's cache list (for `--resume`)."""
+        self.caches.insert(0, journal)
+        for backend in self._backends.values():
+            backend.caches.insert(0, journal)
 
     def models(self) -> dict[str, str]:
         """The model that serves each role, for the artifact."""

@@ -59,6 +59,23 @@ class RoutedEngine:
         self.served[i] += 1
         return result
 
+    async def probe(self) -> None:
+        """At least one endpoint must answer; the others start out cooling down."""
+        from backends.errors import EngineConfigError
+
+        errors = []
+        for i, engine in enumerate(self.engines):
+            probe = getattr(engine, "probe", None)
+            try:
+                if probe is not None:
+                    await probe()
+            except EngineConfigError as exc:
+                errors.append(str(exc))
+                self._down_until[i] = self._clock() + self._cooldown_s
+                log.warning("endpoint.down", endpoint=self.names[i], error=str(exc)[:160])
+        if len(errors) == len(self.engines):
+            raise EngineConfigError(f"no endpoint answers: {errors[0]}")
+
     async def aclose(self) -> None:
         for engine in self.engines:
             await engine.aclose()

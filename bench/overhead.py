@@ -20,6 +20,7 @@ Three measurements (all on this machine's cores, with wall and process-CPU time 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -200,7 +201,7 @@ def http_rows(sim: Any, calls: int = 1000) -> list[dict[str, Any]]:
         for name, job in (("openai SDK alone (AsyncOpenAI)", sdk), ("Backend(OpenAICompatEngine).generate", backend)):
             sim.reset()
             t0 = time.time()
-            wall, cpu, _ = _timed(lambda: anyio.run(job))
+            wall, cpu, _ = _timed(functools.partial(anyio.run, job))
             stats = engine_stats(sim.log, t0, time.time())
             rows.append({"name": f"HTTP to the simulator: {name}", "calls": calls,
                          "in_flight_peak": stats["peak_in_flight"],
@@ -249,8 +250,6 @@ def graph_rows(out: Path, tmp: Path, sim: Any = None) -> list[dict[str, Any]]:
         rows.append(graph_row(f"in process, {label}", _argv(folder, tmp / folder.name, depth, beam, actions, conc),
                               engine_factory=handler.factory(), handler=handler))
     if sim is not None:
-        from bench.sim_engine import SimParams
-
         saved = {k: getattr(sim.params, k) for k in ("ttft_s", "prefill_s_per_token", "decode_step_s")}
         sim.set_params(ttft_s=0.0, prefill_s_per_token=0.0, decode_step_s=0.0)
         try:
@@ -263,7 +262,7 @@ def graph_rows(out: Path, tmp: Path, sim: Any = None) -> list[dict[str, Any]]:
     return rows
 
 
-def run_all(args: Any, sim: Any, out: Path, tmp: Path, *, calls: int = 1000, rounds: int = 3) -> dict[str, Any]:
+def run_all(args: Any, sim: Any, out: Path, tmp: Path, *, calls: int = 1000, rounds: int = 2) -> dict[str, Any]:
     print("\n== overhead: Backend bursts", file=sys.stderr, flush=True)
     backend = backend_rows(calls, rounds)
     if sim is not None:
@@ -277,11 +276,11 @@ def report_lines(result: dict[str, Any]) -> list[str]:
     lines = [
         "## Orchestration overhead (zero-latency engines)",
         "",
-        f"Backend bursts: {result['calls_in_flight']:,} calls started at once, {result['rounds']} rounds, "
-        "through `backends.base.Backend` around `backends.scripted.ScriptedEngine` (its handler yields once, so "
-        "all calls are in flight together). Trace lines go to a file as in a run. The HTTP rows send one burst "
-        f"of plain requests to the simulator (its own process) answering after a fixed {HTTP_TTFT_S:.0f} s TTFT, so "
-        "all are in flight together; their wall per call leaves that TTFT out, and CPU is the client process's.",
+        (f"Backend bursts: {result['calls_in_flight']:,} calls started at once, {result['rounds']} rounds, "
+         "through `backends.base.Backend` around `backends.scripted.ScriptedEngine` (its handler yields once, so "
+         "all calls are in flight together). Trace lines go to a file as in a run. The HTTP rows send one burst "
+         f"of plain requests to the simulator (its own process) answering after a fixed {HTTP_TTFT_S:.0f} s TTFT, "
+         "so all are in flight together; their wall per call leaves that TTFT out, and CPU is the client process's."),
         "",
         "| path | calls | peak in flight | wall ms / call | CPU ms / call |",
         "| --- | --- | --- | --- | --- |",

@@ -54,6 +54,11 @@ lines), nor to waiting for a concurrency slot; both are overhead the efficiency 
 Because durations come from this run, the batch-size effect of the engine (a decode step grows with
 the sequences in flight) is in them, as it would be in any schedule that overlaps the same calls.
 
+Before timing, one process-wide warm-up (`warm_up`: SDK imports and a tiny zero-latency run) takes
+the one-off import and first-use costs out of the first measured run; they are reported separately.
+The minibatch mode of issue 7 (`--queries-per-level`) is not in `drpo.cli` yet, so there is no such
+flag here; once the CLI has it, pass it through `cli_args`.
+
 `efficiency = bound / wall` (wall of the whole `optimize` call); `search efficiency` uses the span
 of the trace (first request to last reply) instead, leaving out setup and artifact writing.
 The speed-up is `wall(one at a time) / wall(concurrent)`; the speed-up the bound allows is
@@ -113,7 +118,7 @@ class CriticalPath:
 
 
 def _stamp(line: dict[str, Any]) -> float:
-    return datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(line["timestamp"]).timestamp()
 
 
 def critical_path(lines: list[dict[str, Any]]) -> CriticalPath:
@@ -364,6 +369,16 @@ def warm_up(out: Path, cache: Path) -> dict[str, float]:
 # --- report -------------------------------------------------------------------------------------
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _if_free(run: RunResult, text: str) -> str:
     """The bound needs latencies without queueing for a concurrency slot: one-at-a-time has them."""
     if run.max_concurrency is not None and run.engine["peak_in_flight"] >= run.max_concurrency:
@@ -376,7 +391,8 @@ def _row(cells: list[Any]) -> str:
 
 
 def report(args: argparse.Namespace, command: str, params: dict[str, Any], runs: list[RunResult],
-           overhead: dict[str, Any] | None, imports: dict[str, float] | None = None) -> str:
+           overhead: dict[str, Any] | None, imports: dict[str, float] | None = None,
+           load: tuple[list[float], list[float]] | None = None) -> str:
     conc, serial = runs[0], runs[1] if len(runs) > 1 else None
     lines = [
         "# Benchmark: DRPO against a simulated batching engine",
@@ -387,9 +403,12 @@ def report(args: argparse.Namespace, command: str, params: dict[str, Any], runs:
         command,
         "```",
         "",
-        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}; the simulator runs as a "
-        "child process on 127.0.0.1 and the optimizer talks to it through the `openai` backend.",
+        (f"Machine: {os.cpu_count()} CPU cores ({cpu_model()}), "
+         f"Python {platform.python_version()}, {platform.system()} {platform.release()}; the simulator runs as a "
+         "child process on 127.0.0.1 and the optimizer talks to it through the `openai` backend."
+         + ("" if load is None else
+            f" Load average (1, 5, 15 min) at the start {', '.join(f'{x:.2f}' for x in load[0])} and the end "
+            f"{', '.join(f'{x:.2f}' for x in load[1])}: the machine may be shared, and other work inflates walls.")),
         "",
         "Simulator parameters (`bench/sim_engine.py`, `SimParams`): "
         + ", ".join(f"`{k}={v}`" for k, v in params.items()),
@@ -427,18 +446,18 @@ def report(args: argparse.Namespace, command: str, params: dict[str, Any], runs:
         speedup = serial.wall_s / conc.wall_s
         allowed = serial.wall_s / conc.path.bound_s
         lines += [
-            f"**Speed-up over one at a time: {speedup:.2f}×** ({serial.wall_s:.2f} s / {conc.wall_s:.2f} s). "
-            f"The concurrent run's bound allows {allowed:.2f}× ({serial.wall_s:.2f} s / {conc.path.bound_s:.2f} s); "
-            f"reached: {speedup / allowed:.3f} of it. (One at a time, the engine was busy "
-            f"{serial.engine['busy_fraction']:.3f} of the wall; its critical path is the sum of its calls, and the "
-            "trace latencies of that run include the wait for the single slot, so no bound is computed from them.)",
+            (f"**Speed-up over one at a time: {speedup:.2f}×** ({serial.wall_s:.2f} s / {conc.wall_s:.2f} s). "
+             f"The concurrent run's bound allows {allowed:.2f}× ({serial.wall_s:.2f} s / {conc.path.bound_s:.2f} s); "
+             f"reached: {speedup / allowed:.3f} of it. (One at a time, the engine was busy "
+             f"{serial.engine['busy_fraction']:.3f} of the wall; its critical path is the sum of its calls, and the "
+             "trace latencies of that run include the wait for the single slot, so no bound is computed from them.)"),
             "",
         ]
     lines += [
         "### Per level (concurrent run)",
         "",
-        "Ideal schedule: `start`/`end` of each level (s from the search's start); the critical candidate and its "
-        "chain of durations; `actual` is the real level from its first rewriter request to its last reply.",
+        ("Ideal schedule: `start`/`end` of each level (s from the search's start); the critical candidate and its "
+         "chain of durations; `actual` is the real level from its first rewriter request to its last reply."),
         "",
         _row(["level", "bound start", "bound end", "bound length", "actual", "candidates", "critical node", "chain (s)"]),
         _row(["---"] * 8),
@@ -449,9 +468,9 @@ def report(args: argparse.Namespace, command: str, params: dict[str, Any], runs:
         actual = "" if lb.actual_s is None else f"{lb.actual_s:.3f}"
         lines.append(_row([lb.level, f"{lb.start:.3f}", f"{lb.end:.3f}", f"{lb.end - lb.start:.3f}", actual,
                            lb.candidates, lb.critical_node, chain]))
-    lines += ["", "The critical-path definition is in the docstring of `bench/run_bench.py`. Proposed core changes and "
-              "their effect, measured by monkeypatching the benchmark process: `bench/WHATIF.md` "
-              "(`python -m bench.whatif`).", ""]
+    lines += ["", ("The critical-path definition is in the docstring of `bench/run_bench.py`. Proposed core changes "
+                   "and their effect, measured by monkeypatching the benchmark process: `bench/WHATIF.md` "
+                   "(`python -m bench.whatif`)."), ""]
     if overhead:
         from bench.overhead import report_lines
 
@@ -481,9 +500,12 @@ def main(argv: list[str] | None = None) -> None:
     params = SimParams()
     params.update(json.loads(args.sim_params))
     args.out.mkdir(parents=True, exist_ok=True)
+    if not (args.out / ".gitignore").exists():  # run folders and logs: tens of MB, reproducible
+        (args.out / ".gitignore").write_text("*\n", encoding="utf-8")
     os.environ["OPENAI_API_KEY"] = "unused"
     runs: list[RunResult] = []
     overhead = None
+    load_start = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="drpo-warm-") as warm:
         imports = warm_up(Path(warm), Path(warm) / "cache")
     with tempfile.TemporaryDirectory(prefix="drpo-bench-") as tmp, SimProcess(params) as sim:
@@ -497,11 +519,13 @@ def main(argv: list[str] | None = None) -> None:
             overhead = run_all(args, sim, args.out, Path(tmp))
     results = {
         "command": command, "params": asdict(params), "cpus": os.cpu_count(), "imports_s": imports,
+        "load_average": {"start": load_start, "end": list(os.getloadavg())},
         "runs": [{**asdict(r), "efficiency": r.efficiency, "search_efficiency": r.search_efficiency} for r in runs],
         "overhead": overhead,
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
-    text = report(args, command, asdict(params), runs, overhead, imports)
+    load = (load_start, list(os.getloadavg()))
+    text = report(args, command, asdict(params), runs, overhead, imports, load)
     args.results_md.write_text(text, encoding="utf-8")
     print("\n" + text)
 

@@ -49,7 +49,8 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 try:
     import orjson
@@ -65,8 +66,11 @@ except ImportError:  # pragma: no cover - orjson is installed with langgraph
     _loads = json.loads
 
 HOST = "127.0.0.1"
-_WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+_WORDS = (
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
+    "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
+    "xray", "yankee", "zulu"
+)
 
 
 @dataclass
@@ -215,7 +219,7 @@ def _prompt_chars(body: dict[str, Any], chat: bool) -> int:
 
 
 class _Pending:
-    __slots__ = ("remaining", "future")
+    __slots__ = ("future", "remaining")
 
     def __init__(self, remaining: int, future: asyncio.Future) -> None:
         self.remaining = remaining
@@ -261,8 +265,7 @@ class DecodeClock:
             step = self.params.decode_step_s * (1 + self.sequences / self.params.step_growth)
             now = loop.time()
             deadline = max(deadline + step, now - step)  # a starved loop does not race to catch up
-            if deadline > now:
-                await asyncio.sleep(deadline - now)
+            await asyncio.sleep(max(0.0, deadline - now))  # always yields, even with a zero step
             self.tick += 1
             while self._heap and self._heap[0][0] <= self.tick:
                 _, _, pending = heapq.heappop(self._heap)
@@ -465,7 +468,7 @@ class SimServer:
         self._thread.join(timeout=10)
         self._sock.close()
 
-    def __enter__(self) -> SimServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -483,7 +486,7 @@ class SimProcess:
 
     def start(self) -> SimProcess:
         args = [sys.executable, "-m", "bench.sim_engine", "--port", "0", "--params", json.dumps(asdict(self.params))]
-        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
         line = self._proc.stdout.readline()  # type: ignore[union-attr]
         if not line:
             raise RuntimeError("the simulator process exited before it listened")
@@ -518,7 +521,7 @@ class SimProcess:
                 self._proc.kill()
                 self._proc.wait()
 
-    def __enter__(self) -> SimProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

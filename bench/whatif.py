@@ -23,13 +23,17 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def patch_judge_schema_cache() -> None:
+Undo = Callable[[], None]
+
+
+def patch_judge_schema_cache() -> Undo:
     """schemas/outputs.py `judge_output_type` (used by agents/judge.py `judge`): build the model class
     and its JSON schema once per aspect tuple instead of on every judge call. Also makes pydantic's
     cache of `Structured[T]` (backends/base.py) hit, since T is the same class each time."""
@@ -51,8 +55,14 @@ def patch_judge_schema_cache() -> None:
     schemas.outputs.judge_output_type = judge_output_type
     agents.judge.judge_output_type = judge_output_type  # type: ignore[attr-defined]
 
+    def undo() -> None:
+        schemas.outputs.judge_output_type = original
+        agents.judge.judge_output_type = original  # type: ignore[attr-defined]
 
-def patch_secret_scan_once() -> None:
+    return undo
+
+
+def patch_secret_scan_once() -> Undo:
     """drpo/logs.py `redact_secrets`: scan os.environ for secret values once per `configure_logging`,
     not on every log event (a scan of the whole environment per trace line)."""
     import drpo.logs
@@ -73,8 +83,14 @@ def patch_secret_scan_once() -> None:
     drpo.logs.secret_values = secret_values
     _rebind("configure_logging", configure, configure_logging)
 
+    def undo() -> None:
+        drpo.logs.secret_values = original
+        _rebind("configure_logging", configure_logging, configure)
 
-def patch_foreign_root_handlers() -> None:
+    return undo
+
+
+def patch_foreign_root_handlers() -> Undo:
     """agents/embedders.py `WordLlamaEmbedder.__init__`: `import wordllama` calls
     `logging.basicConfig(level=INFO)`, which adds a plain StreamHandler to the root logger; from then on
     every trace line is also printed to stderr as `INFO:drpo.trace:{...}`. Stand-in: after
@@ -82,14 +98,24 @@ def patch_foreign_root_handlers() -> None:
     import drpo.logs
 
     configure = drpo.logs.configure_logging
+    removed: list[logging.Handler] = []
 
     def configure_logging(*args: Any, **kwargs: Any) -> None:
         configure(*args, **kwargs)
         root = logging.getLogger()
         for handler in [h for h in root.handlers if not getattr(h, "_drpo_handler", False)]:
             root.removeHandler(handler)
+            removed.append(handler)
 
     _rebind("configure_logging", configure, configure_logging)
+
+    def undo() -> None:
+        _rebind("configure_logging", configure_logging, configure)
+        for handler in removed:
+            logging.getLogger().addHandler(handler)
+        removed.clear()
+
+    return undo
 
 
 def aiohttp_available() -> bool:
@@ -98,7 +124,7 @@ def aiohttp_available() -> bool:
     return importlib.util.find_spec("aiohttp") is not None
 
 
-def patch_aiohttp_transport() -> None:
+def patch_aiohttp_transport() -> Undo:
     """backends/openai_compat.py `OpenAICompatEngine.__init__`: give `AsyncOpenAI` the SDK's aiohttp
     transport (`http_client=openai.DefaultAioHttpClient()`, extra `openai[aiohttp]`) instead of its
     default httpx2 pool, whose per-request bookkeeping grows with the connections open (1,000 here).
@@ -116,6 +142,11 @@ def patch_aiohttp_transport() -> None:
 
     openai.AsyncOpenAI = WithAiohttp  # type: ignore[misc]
 
+    def undo() -> None:
+        openai.AsyncOpenAI = original  # type: ignore[misc]
+
+    return undo
+
 
 def _rebind(name: str, old: Any, new: Any) -> None:
     """Replace a function everywhere it was imported by name."""
@@ -132,7 +163,8 @@ PATCHES = {
 }
 
 
-def measure(args: argparse.Namespace, out: Path, tmp: Path, sim: Any, label: str) -> dict[str, Any]:
+def measure(args: argparse.Namespace, out: Path, tmp: Path, sim: Any, label: str, *,
+            whole_run: bool = True) -> dict[str, Any]:
     from bench.overhead import backend_rows, graph_rows, http_rows
     from bench.run_bench import measure as run_measure
 
@@ -142,7 +174,7 @@ def measure(args: argparse.Namespace, out: Path, tmp: Path, sim: Any, label: str
         rows += http_rows(sim, 1000)
     graphs = graph_rows(out / label, tmp / label, None)
     result: dict[str, Any] = {"roles": rows, "graphs": graphs}
-    if sim is not None:
+    if sim is not None and whole_run:
         run = run_measure(f"sim-{label}", args, sim, out, tmp, None)
         result["sim"] = {"wall_s": run.wall_s, "bound_s": run.path.bound_s, "efficiency": run.efficiency,
                          "search_efficiency": run.search_efficiency, "setup_s": run.setup_s,
@@ -150,9 +182,23 @@ def measure(args: argparse.Namespace, out: Path, tmp: Path, sim: Any, label: str
     return result
 
 
-def markdown(before: dict[str, Any], after: dict[str, Any], applied: list[str]) -> str:
+def best_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per measurement, the fastest of the repetitions (the least disturbed by other work on the machine)."""
+    best = {"roles": [], "graphs": []}
+    for key in ("roles", "graphs"):
+        for rows in zip(*(r[key] for r in results)):
+            best[key].append(min(rows, key=lambda row: row["wall_ms_per_call"]))
+    sims = [r["sim"] for r in results if "sim" in r]
+    if sims:
+        best["sim"] = min(sims, key=lambda run: run["wall_s"])
+    return best
+
+
+def markdown(before: dict[str, Any], after: dict[str, Any], applied: list[str], reps: int) -> str:
     lines = ["# What-if: proposed core changes, measured by monkeypatching (`python -m bench.whatif`)", "",
-             "Patches applied together: " + ", ".join(f"**{p}**" for p in applied) + " (see `bench/whatif.py`).", "",
+             "Patches applied together: " + ", ".join(f"**{p}**" for p in applied) + " (see `bench/whatif.py`). "
+             f"Before and after alternate in one process, {reps} times; each cell is the fastest repetition "
+             "(the simulator run: once each, in the last repetition).", "",
              "| measurement | before | after |", "| --- | --- | --- |"]
     for b, a in zip(before["roles"], after["roles"]):
         lines.append(f"| {b['name']}, 1,000 in flight: wall ms / call | {b['wall_ms_per_call']:.3f} | "
@@ -179,12 +225,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--patch", action="append", choices=sorted(PATCHES), help="default: all")
     parser.add_argument("--skip-sim", action="store_true")
+    parser.add_argument("--reps", type=int, default=2, help="before/after alternations (best of)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "whatif")
     parser.add_argument("--md", type=Path, default=ROOT / "bench" / "WHATIF.md", help="where the table goes")
     args = parser.parse_args()
     args.max_depth_increase = args.k = None
     args.model = "sim"
     args.out.mkdir(parents=True, exist_ok=True)
+    if not (args.out / ".gitignore").exists():
+        (args.out / ".gitignore").write_text("*\n", encoding="utf-8")
     os.environ["OPENAI_API_KEY"] = "unused"
     applied = args.patch or list(PATCHES)
 
@@ -198,20 +247,37 @@ def main() -> None:
         try:
             if sim is not None:
                 os.environ["OPENAI_BASE_URL"] = sim.base_url
-            before = measure(args, args.out, tmp, sim, "before")
-            for name in list(applied):
-                try:
-                    PATCHES[name]()
-                except RuntimeError as exc:
-                    print(f"patch {name!r} skipped: {exc}", file=sys.stderr)
-                    applied.remove(name)
-            after = measure(args, args.out, tmp, sim, "after")
+            befores, afters = [], []
+            for rep in range(args.reps):
+                last = rep == args.reps - 1
+                befores.append(measure(args, args.out, tmp, sim, "before", whole_run=last))
+                undos = []
+                for name in list(applied):
+                    try:
+                        undos.append(PATCHES[name]())
+                    except RuntimeError as exc:
+                        print(f"patch {name!r} skipped: {exc}", file=sys.stderr)
+                        applied.remove(name)
+                afters.append(measure(args, args.out, tmp, sim, "after", whole_run=last))
+                for undo in reversed(undos):
+                    undo()
+            before, after = best_of(befores), best_of(afters)
         finally:
             if sim is not None:
                 sim.stop()
-    text = markdown(before, after, applied)
-    text += ("\nCommand: `python -m bench.whatif " + " ".join(sys.argv[1:]) + f"`; {os.cpu_count()} CPU cores. "
-             "Single runs: differences under about 10% are within run-to-run noise.\n")
+    text = markdown(before, after, applied, args.reps)
+    if "aiohttp transport" in applied:
+        import aiohttp
+
+        text += f"\naiohttp {aiohttp.__version__} was importable for the aiohttp patch.\n"
+    skipped = [name for name in (args.patch or list(PATCHES)) if name not in applied]
+    if skipped:
+        text += "\nSkipped (not available here): " + ", ".join(skipped) + ".\n"
+    text += f"\nLoad average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}.\n"
+    prefix = f"PYTHONPATH={os.environ['PYTHONPATH']} " if os.environ.get("PYTHONPATH") else ""
+    command = " ".join(["python -m bench.whatif", *sys.argv[1:]])
+    text += (f"\nCommand: `{prefix}{command}`; {os.cpu_count()} CPU cores. "
+             "Cells are the best of the repetitions; on a shared machine, differences under about 10% are noise.\n")
     print(text)
     args.md.write_text(text, encoding="utf-8")
 

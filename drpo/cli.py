@@ -4,6 +4,8 @@
     python run.py optimize [options]    a full optimization (see --help)
     python run.py curate [options]      improve a pool of in-context examples
     python run.py answer [options] Q    answer a query with an aligned prompt and examples
+    python run.py eval [options]        score an artifact against baselines (drpo/evaluate.py)
+    python run.py report RUN_DIR        write RUN_DIR/report.html (drpo/report.py)
 
 Errors a user can fix print one line on stderr and exit with code 2.
 """
@@ -19,13 +21,13 @@ import anyio
 from pydantic import ValidationError
 
 from agents.embedders import EMBEDDERS
-from backends.errors import EngineConfigError
+from backends.errors import EngineConfigError, EngineUnavailable
 from drpo.api import INFERENCE_SAMPLING, AlignedModel
 from drpo.curate import CurateOptions, curate
 from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, DEFAULT_TRAIN, load_queries
 from drpo.errors import UserInputError
 from drpo.projection import format_projection
-from drpo.runner import OptimizeOptions, optimize
+from drpo.runner import OptimizeOptions, optimize, resume_options
 from drpo.session import new_run_id
 from schemas.artifact import RunArtifact
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
@@ -97,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--seed", type=int, help="seed for the query order (42)")
     opt.add_argument("--demo", action="store_true", help="use the small demo preset")
     opt.add_argument("--dry-run", action="store_true", help="print the projected calls per role and exit")
+    opt.add_argument("--resume", action="store_true",
+                     help="continue the interrupted run in --out from its last checkpoint (its own settings)")
 
     cur = sub.add_parser("curate", help="improve in-context example answers (judge, rewrite, re-judge)")
     _engine_options(cur)
@@ -115,6 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
     ans.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (0.7)")
     ans.add_argument("--max-tokens", type=_positive("--max-tokens"),
                      help="answer length cap (512, or [roles.policy] max_tokens)")
+
+    ev = sub.add_parser("eval", help="score an aligned prompt against baselines with a just-eval-style judge")
+    _engine_options(ev)
+    ev.add_argument("--data", type=Path, required=True,
+                    help="just-eval-instruct JSON/JSONL (id, instruction, category, ...) or a query file")
+    ev.add_argument("--artifact", type=Path, required=True, help="the optimize output folder under test")
+    ev.add_argument("--baseline", action="extend", nargs="+", metavar="NAME",
+                    help="plain, urial, or another optimize output folder; repeatable (default: plain)")
+    ev.add_argument("--judge-backend", choices=["embedded", "openai", "vllm"], help="engine of the judge (--backend)")
+    ev.add_argument("--judge-model", help="model of the judge (the policy's)")
+    ev.add_argument("--out", type=Path, help="output folder (default: ARTIFACT/eval)")
+    ev.add_argument("--force", action="store_true", help="write into a non-empty --out folder")
+    ev.add_argument("--no-cache", action="store_true", help="send every request, even ones answered before")
+    ev.add_argument("--allow-train-overlap", action="store_true", help="evaluate on training queries anyway")
+    ev.add_argument("-k", type=int, default=3, help="examples retrieved per query for artifacts (3)")
+    ev.add_argument("--temperature", type=float, default=0.7, help="the policy's sampling temperature (0.7)")
+    ev.add_argument("--max-tokens", type=_positive("--max-tokens"),
+                    help="answer length cap (512, or [roles.policy] max_tokens)")
+    ev.add_argument("--bootstrap", type=_positive("--bootstrap"), default=2000, help="bootstrap resamples (2000)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (0)")
+
+    rep = sub.add_parser("report", help="write a self-contained report.html for a run folder")
+    rep.add_argument("run_dir", type=Path, help="an optimize output folder")
+    rep.add_argument("--eval", type=Path, dest="eval_dir", help="an eval output folder (default: RUN_DIR/eval)")
+    rep.add_argument("--out", type=Path, help="the HTML file (default: RUN_DIR/report.html)")
+    rep.set_defaults(config=None, backend=None, model=None, max_concurrency=None)  # no engines: build_config's inputs
     return parser
 
 
@@ -214,16 +244,29 @@ def _common(options, args: argparse.Namespace) -> None:  # type: ignore[no-untyp
 
 
 def run_optimize(args: argparse.Namespace, config: RunConfig) -> int:
-    run_id = new_run_id()
-    options = OptimizeOptions(
-        config=config, out=args.out or Path("runs") / run_id, run_id=run_id, force=args.force,
-        train=args.train or DEFAULT_TRAIN, examples=args.examples or DEFAULT_EXAMPLES, embedder=args.embedder,
-    )
+    if args.resume:
+        if args.out is None:
+            raise UserInputError("--resume needs --out DIR, the folder of the run to continue")
+        options = resume_options(args.out)
+    else:
+        run_id = new_run_id()
+        options = OptimizeOptions(
+            config=config, out=args.out or Path("runs") / run_id, run_id=run_id, force=args.force,
+            train=args.train or DEFAULT_TRAIN, examples=args.examples or DEFAULT_EXAMPLES, embedder=args.embedder,
+        )
     _common(options, args)
     if args.dry_run:
         print(format_projection(config.search, len(load_queries(options.train))))
         return 0
-    artifact = anyio.run(optimize, options)
+    resume = f"python run.py optimize --out {options.out} --resume"
+    try:
+        artifact = anyio.run(optimize, options)
+    except KeyboardInterrupt:
+        print(f"interrupted; the run is checkpointed: resume with `{resume}`", file=sys.stderr)
+        return 130
+    except EngineUnavailable as outage:
+        print(f"error: {outage}; the run is checkpointed: resume with `{resume}`", file=sys.stderr)
+        return 1
     print_summary(artifact, options.out)
     return 0
 
@@ -273,7 +316,35 @@ def run_answer(args: argparse.Namespace, config: RunConfig) -> int:
     return 0
 
 
-COMMANDS = {"optimize": run_optimize, "curate": run_curate, "answer": run_answer}
+def run_eval(args: argparse.Namespace, config: RunConfig) -> int:
+    from drpo.evaluate import EvalOptions, evaluate, format_summary, with_judge
+
+    config = with_judge(config, args.judge_backend, args.judge_model, args.max_concurrency)
+    max_tokens = args.max_tokens or config.role("policy").max_tokens or INFERENCE_SAMPLING.max_tokens
+    sampling = INFERENCE_SAMPLING.model_copy(update={"temperature": args.temperature, "max_tokens": max_tokens})
+    options = EvalOptions(
+        config=config, out=args.out or args.artifact / "eval", run_id=new_run_id(), force=args.force,
+        response_cache=not args.no_cache, data=args.data, artifact=args.artifact,
+        baselines=args.baseline or ["plain"], k=args.k, sampling=sampling,
+        allow_train_overlap=args.allow_train_overlap, bootstrap_samples=args.bootstrap, bootstrap_seed=args.seed,
+    )
+    if args.cache_dir is not None:
+        options.cache_dir = args.cache_dir
+    summary = anyio.run(evaluate, options)
+    print(format_summary(summary, options.out))
+    return 0
+
+
+def run_report(args: argparse.Namespace, config: RunConfig) -> int:
+    from drpo.report import write_report
+
+    path = write_report(args.run_dir, eval_dir=args.eval_dir, out=args.out)
+    print(f"report: {path}")
+    return 0
+
+
+COMMANDS = {"optimize": run_optimize, "curate": run_curate, "answer": run_answer, "eval": run_eval,
+            "report": run_report}
 
 
 def main(argv: list[str] | None = None) -> int:

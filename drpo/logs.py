@@ -61,7 +61,7 @@ _PRE_CHAIN: list[Any] = [
 
 class _OnlyTrace(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == "drpo.trace"
+        return record.name in ("drpo.trace", "drpo.backend")
 
 
 class _Console(logging.Filter):

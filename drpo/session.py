@@ -47,6 +47,8 @@ class RunOptions:
     """False keeps criteria selections in memory for this run only."""
     response_cache: bool = True
     """False sends every request, even one answered before."""
+    resume: bool = False
+    """Continue the run in `out` from its last checkpoint, replaying its finished calls."""
 
 
 @dataclass
@@ -70,18 +72,26 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+JOURNAL = "journal.sqlite"
+"""Every answer the run received, so that a resumed run replays them instead of asking again."""
+
+
 @asynccontextmanager
 async def run_session(options: RunOptions, engine_factory: EngineFactory = build_engine) -> AsyncIterator[Session]:
-    check_out_dir(options.out, options.force)
+    if not options.resume:
+        check_out_dir(options.out, options.force)
     ledger = Ledger(options.config.budgets)
     responses = ResponseCache(options.cache_dir / "responses.sqlite") if options.response_cache else None
-    backends = BackendPool(options.config, ledger, engine_factory, cache=responses)
+    backends = BackendPool(options.config, ledger, engine_factory, caches=[responses] if responses else [])
     try:
         models = backends.models()  # builds every engine now: a bad model or endpoint fails before any output
+        await backends.probe()
     except (EngineConfigError, ValueError) as exc:
         await backends.aclose()
         raise UserInputError(str(exc)) from None
     options.out.mkdir(parents=True, exist_ok=True)
+    journal = ResponseCache(options.out / JOURNAL)
+    backends.add_journal(journal)
     configure_logging(options.out)
     criteria = CriteriaCache(options.cache_dir / "criteria.sqlite" if options.criteria_cache else None)
     try:
@@ -90,6 +100,7 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
     finally:
         await backends.aclose()
         criteria.close()
+        journal.close()
         if responses is not None:
             responses.close()
         close_run_logs()

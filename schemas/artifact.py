@@ -15,6 +15,19 @@ class TrainItem(BaseModel):
     source: str
 
 
+class CandidateRecord(BaseModel):
+    """One candidate of a level, for the report's beam tree (graph/state.py CandidateSummary)."""
+
+    node_id: str
+    parent_id: str
+    prompt: str | None = None
+    """None when the candidate failed."""
+    reward: float | None = None
+    path_score: float | None = None
+    skipped: bool = False
+    failure: str | None = None
+
+
 class LevelSummary(BaseModel):
     level: int
     query_index: int
@@ -26,6 +39,10 @@ class LevelSummary(BaseModel):
     failed: int
     skipped: int
     kept: list[str]
+    query: str | None = None
+    """The query every candidate of the level answered (absent in older artifacts)."""
+    nodes: list[CandidateRecord] = Field(default_factory=list)
+    """Every candidate of the level (absent in older artifacts; the trace has them too)."""
 
 
 class FinalNode(BaseModel):

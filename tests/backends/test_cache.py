@@ -17,10 +17,10 @@ def ask(**sampling) -> LLMRequest:  # type: ignore[no-untyped-def]
 
 async def test_a_second_backend_on_the_same_file_answers_from_the_cache(tmp_path):
     engine = ScriptedEngine(lambda r: f"answer {len(engine.requests)}")
-    first = Backend(engine, name="b", ledger=Ledger(), cache=ResponseCache(tmp_path / "r.sqlite"))
+    first = Backend(engine, name="b", ledger=Ledger(), caches=[ResponseCache(tmp_path / "r.sqlite")])
     original = await first.generate(ask())
     ledger = Ledger()
-    second = Backend(engine, name="b", ledger=ledger, cache=ResponseCache(tmp_path / "r.sqlite"))
+    second = Backend(engine, name="b", ledger=ledger, caches=[ResponseCache(tmp_path / "r.sqlite")])
     again = await second.generate(ask())
     assert again.choices == original.choices
     assert len(engine.requests) == 1
@@ -47,7 +47,7 @@ async def test_unseeded_samples_of_one_request_are_cached_apart(tmp_path):
         native_n = False
 
     engine = OneAtATime(lambda r: f"sample {len(engine.requests)}")
-    backend = Backend(engine, name="b", ledger=Ledger(), cache=ResponseCache(tmp_path / "r.sqlite"))
+    backend = Backend(engine, name="b", ledger=Ledger(), caches=[ResponseCache(tmp_path / "r.sqlite")])
     result = await backend.generate(ask(n=3, seed=None))
     assert len({c.text for c in result.choices}) == 3
 

@@ -15,7 +15,7 @@ from bench.sim_engine import SimParams, SimServer, schema_instance
 from schemas.catalogue import AspectCatalogue
 from schemas.outputs import CriteriaOutput, RewriteOutput, judge_output_type
 
-FAST = dict(ttft_s=0.0, prefill_s_per_token=0.0, decode_step_s=0.0005, text_tokens=37, string_tokens=12)
+FAST = {"ttft_s": 0.0, "prefill_s_per_token": 0.0, "decode_step_s": 0.0005, "text_tokens": 37, "string_tokens": 12}
 
 
 @pytest.fixture(scope="module")

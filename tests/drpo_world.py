@@ -1,0 +1,149 @@
+"""A deterministic DRPO world behind a real OpenAI-compatible HTTP server on loopback.
+
+Every answer is a function of the request's content, so two runs (or a run and its resumption)
+see the same answers. Roles are told apart by their system prompts:
+
+- criteria: Helpfulness and Clarity;           - policy: "ANSWER[<system prompt>]";
+- judge: scores 2..4 from a hash of (prompt, query); - rewriter: "<prompt> #<hash>.<i>" per sample.
+
+`fault_rate` injects faults, seeded per request: 429, 500, a dropped connection, invalid JSON,
+JSON cut off at max_tokens (structured requests), empty text (plain requests). `injected` counts
+them by the fault kind the client should report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from agents.criteria import SYSTEMS as CRITERIA_SYSTEMS
+from agents.judge import CLOSE, OPEN
+from agents.rewriter import SYSTEM as REWRITER_SYSTEM
+from backends.scripted import schema_instance
+
+
+def _digest(*parts: str) -> int:
+    return int(hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:8], 16)
+
+
+class DRPOWorld:
+    def __init__(self, fault_rate: float = 0.0, seed: int = 0) -> None:
+        self.fault_rate = fault_rate
+        self.seed = seed
+        self.injected: Counter[str] = Counter()
+        self.served = 0
+        self.lock = threading.Lock()
+        self.url = ""
+
+    # --- answers -------------------------------------------------------------------------------
+
+    def answer(self, body: dict[str, Any]) -> list[str]:
+        messages = body["messages"]
+        system, user = messages[0]["content"], messages[-1]["content"]
+        n = body.get("n", 1)
+        if system.startswith(CRITERIA_SYSTEMS["prompt"][:40]):
+            schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema") or {}
+            out = schema_instance(schema) if schema else {"query_analysis": {}}
+            out["aspects_selection"] = {"reasoning": "scripted", "selected_aspects": ["Helpfulness", "Clarity"]}
+            return [json.dumps(out)]
+        if system.startswith("# Instructions"):
+            return [f"ANSWER[{system.split(chr(10) * 2)[1]}]"]
+        if OPEN in system:  # the judge
+            prompt = re.search(r"ANSWER\[(.*?)\]", user, re.S).group(1)
+            query = user.split("## Query\n", 1)[1].split("\n\n## Response", 1)[0]
+            score = 2 + _digest(prompt, query) % 3
+            names = re.findall(r'^ "([^"]+)": \{', user.split(CLOSE, 1)[1], re.M)
+            return [json.dumps({name: {"rationale": "scripted", "score": score} for name in names})]
+        if system == REWRITER_SYSTEM:
+            current = user.split("---Current Version---\n", 1)[1].split("\n\n## Query", 1)[0]
+            query = user.split("## Query\n", 1)[1].split("\n\n## Answer", 1)[0]
+            tag = f"{_digest(current, query):08x}"[:6]
+            return [json.dumps({"analysis": "a", "thought": "t", "new_system_prompt": f"{current} #{tag}.{i}"})
+                    for i in range(n)]
+        raise AssertionError(f"unknown role: {system[:60]!r}")
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def fault_for(self, body: dict[str, Any]) -> str | None:
+        rng = random.Random(_digest(str(self.seed), json.dumps(body, sort_keys=True), str(self.served)))
+        if rng.random() >= self.fault_rate:
+            return None
+        structured = body.get("response_format") is not None
+        kinds = ["rate_limited", "transport_500", "transport_reset"]
+        kinds += ["invalid_output", "truncated"] if structured else ["empty_output"]
+        return rng.choice(kinds)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def serving(self) -> Iterator[DRPOWorld]:
+        world = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send(200, {"object": "list", "data": [{"id": "world", "object": "model"}]})
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with world.lock:
+                    fault = world.fault_for(body)
+                    world.served += 1
+                    if fault:
+                        world.injected[fault.removeprefix("transport_").replace("500", "transport")
+                                       .replace("reset", "transport")] += 1
+                if fault == "rate_limited":
+                    return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+                if fault == "transport_500":
+                    return self._send(500, {"error": {"message": "injected server error"}})
+                if fault == "transport_reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return None
+                texts, finish = world.answer(body), "stop"
+                if fault == "invalid_output":
+                    texts = ["this is not JSON"] * len(texts)
+                elif fault == "truncated":
+                    texts, finish = [t[: len(t) // 2] for t in texts], "length"
+                elif fault == "empty_output":
+                    texts = [""] * len(texts)
+                choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish}
+                           for i, t in enumerate(texts)]
+                usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+                self._send(200, {"id": "w", "object": "chat.completion", "created": 0, "model": "world",
+                                 "choices": choices, "usage": usage})
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
