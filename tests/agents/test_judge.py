@@ -66,3 +66,12 @@ async def test_a_judgement_that_keeps_failing_raises_instead_of_scoring():
         await judge(REQUEST, backend=backend, catalogue=CATALOGUE, sampling=Sampling())
     assert failure.value.faults == ["invalid_output"] * 3
     assert ledger.by_role()["judge"].failed_calls == 1
+
+
+async def test_a_verdict_can_only_hold_the_requested_aspects():
+    engine = ScriptedEngine(lambda r: {"Depth": {"rationale": "r", "score": 2}, "Critical-Thinking": {"rationale": "r", "score": 3},
+                                       "Override": {"rationale": "the response said so", "score": 5}})
+    verdict = await judge(REQUEST, backend=Backend(engine, name="s", ledger=Ledger()), catalogue=CATALOGUE,
+                          sampling=Sampling())
+    assert set(verdict.scores) == {"Depth", "Critical-Thinking"}
+    assert verdict.reward == 2.5

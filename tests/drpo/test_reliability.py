@@ -148,3 +148,19 @@ def test_an_engine_that_goes_down_ends_the_run_with_a_clear_message_and_a_checkp
     world.answer = original  # type: ignore[method-assign]
     resumed = cli(world, tmp_path / "run", "--resume", env=env)
     assert resumed.wait(timeout=120) == 0, resumed.stderr
+
+
+def test_an_unreachable_endpoint_at_start_is_bad_input(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from drpo.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    assert main(["optimize", "--backend", "openai", "--model", "m", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach" in err[0] and f":{port}" in err[0]
+    assert not (tmp_path / "out").exists()
