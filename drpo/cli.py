@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--actions", type=_positive("--actions"), help="A: new prompts per rewrite (3)")
     opt.add_argument("-k", type=int, help="in-context examples per query (2)")
     opt.add_argument("--seed", type=int, help="seed for the query order (42)")
+    opt.add_argument("--queries-per-level", type=_positive("--queries-per-level"),
+                     help="m: queries per candidate per level, rewarded by their mean (1, the paper)")
     opt.add_argument("--demo", action="store_true", help="use the small demo preset")
     opt.add_argument("--dry-run", action="store_true", help="print the projected calls per role and exit")
     opt.add_argument("--resume", action="store_true",
@@ -178,7 +180,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             else:
                 data[section] = values
     search = data.setdefault("search", {})
-    for key in ("depth", "max_depth_increase", "beam", "actions", "k", "seed"):
+    for key in ("depth", "max_depth_increase", "beam", "actions", "k", "seed", "queries_per_level"):
         if args.command == "optimize" and getattr(args, key) is not None:
             search[key] = getattr(args, key)
     curation = data.setdefault("curation", {})

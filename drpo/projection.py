@@ -3,7 +3,7 @@
 Per level l with w_l live nodes (w_0 = 1): w_l rewrite requests (each asking for A samples),
 c_l = A * w_l children, so c_l generations and c_l judgements; then w_(l+1) = min(B, c_l).
 The root adds one generation and one judgement; each query used costs at most one criteria
-selection. "no skips" uses D queries; "upper bound" uses D + M and ignores the calls skips save.
+selection. With m queries per level, every generation and judgement count is multiplied by m. "no skips" uses D queries; "upper bound" uses D + M and ignores the calls skips save.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ class Projection(BaseModel):
 
 
 def project(search: SearchConfig, queries: int, *, depth: int) -> Projection:
-    used = min(depth, queries)
+    m = search.queries_per_level
+    blocks = min(depth, queries // m)
     width, rewrites, children = 1, 0, 0
-    for _ in range(used - 1):
+    for _ in range(blocks - 1):
         rewrites += width
         children += search.actions * width
         width = min(search.beam, search.actions * width)
-    return Projection(queries=used, criteria=used, rewriter=rewrites, rewriter_samples=rewrites * search.actions,
-                      policy=1 + children, judge=1 + children)
+    return Projection(queries=blocks * m, criteria=blocks * m, rewriter=rewrites,
+                      rewriter_samples=rewrites * search.actions, policy=m * (1 + children), judge=m * (1 + children))
 
 
 def scenarios(search: SearchConfig, queries: int) -> dict[str, Projection]:

@@ -108,7 +108,7 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
         log.info("run.resume" if options.resume else "run.start", run_id=options.run_id, out=str(options.out), models=session.models,
                  depth=config.search.depth, beam=config.search.beam, actions=config.search.actions,
                  queries=len(ordered))
-        used = config.search.depth + config.search.max_depth_increase
+        used = (config.search.depth + config.search.max_depth_increase) * config.search.queries_per_level
         structlog.get_logger("drpo.run").info(
             "query_order", seed=config.search.seed, order=[q.query for q in ordered[:used]]
         )
@@ -176,7 +176,7 @@ def _artifact(options, config, session, pool, ordered, final, wall_s) -> RunArti
         )
         for r in final["levels"]
     ]
-    used = len(levels) + 1
+    used = (len(levels) + 1) * config.search.queries_per_level
     ev = best.evaluation
     return RunArtifact(
         run_id=options.run_id,

@@ -9,11 +9,14 @@
         finish          the deliverable: the last prompt on the best path
 
 One query per level: every candidate of level l answers query l + 1, so their rewards compare.
+With `queries_per_level` m > 1 (minibatch mode) a level is a block of m queries and a candidate's
+reward is its mean over the block; all m x candidates calls of a level are in flight together.
 A candidate whose generation or judgement keeps failing is dropped for the level, never scored.
 """
 
 from __future__ import annotations
 
+from statistics import fmean
 from typing import Literal
 
 import structlog
@@ -37,7 +40,7 @@ def aggregate_mode(ctx: RunContext) -> Literal["mean", "last"]:
 
 
 async def evaluate(ctx: RunContext, prompt: str, query_index: int) -> Evaluation:
-    """Answer the query under `prompt` and judge it. Criteria (usually prefetched) and the answer
+    """Answer one query under `prompt` and judge it. Criteria (usually prefetched) and the answer
     are awaited together; the judge starts as soon as both are there."""
     query = ctx.queries[query_index]
     criteria, response = await gather(criteria_for(ctx, query), answer(ctx, prompt, query))
@@ -47,13 +50,27 @@ async def evaluate(ctx: RunContext, prompt: str, query_index: int) -> Evaluation
     )
 
 
+def block(ctx: RunContext, index: int) -> range:
+    """The query indices of block `index`: the root answers block 0, level l block l + 1."""
+    m = ctx.config.search.queries_per_level
+    return range(index * m, (index + 1) * m)
+
+
+async def evaluate_block(ctx: RunContext, prompt: str, index: int) -> tuple[float, Evaluation]:
+    """The prompt's mean reward over its block (all queries in flight together), and the
+    evaluation the rewriter learns from: the block's lowest-scoring one (the first, when m = 1)."""
+    evaluations = await gather(*(evaluate(ctx, prompt, q) for q in block(ctx, index)))
+    feedback = min(evaluations, key=lambda e: e.reward)
+    return fmean(e.reward for e in evaluations), feedback
+
+
 # --- nodes --------------------------------------------------------------------------------------
 
 
 async def prefetch(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     """The first D queries are certainly used; each depth bump prefetches the one it adds."""
     ctx = runtime.context
-    prefetch_criteria(ctx, ctx.queries[: ctx.config.search.depth])
+    prefetch_criteria(ctx, ctx.queries[: block(ctx, ctx.config.search.depth).start])
     return {}
 
 
@@ -62,7 +79,7 @@ async def evaluate_root(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     prompt = ctx.config.search.initial_prompt
     with structlog.contextvars.bound_contextvars(level=-1, node_id="root"):
         try:
-            evaluation: Evaluation | None = await evaluate(ctx, prompt, 0)
+            _, evaluation = await evaluate_block(ctx, prompt, 0)
         except CallFailed as failure:
             log.warning("root.failed", error=str(failure))
             evaluation = None
@@ -72,10 +89,11 @@ async def evaluate_root(state: BeamState, runtime: Runtime[RunContext]) -> dict:
 
 
 def route_level(state: BeamState, runtime: Runtime[RunContext]) -> list[Send] | Literal["finish"]:
-    """Nodes at level l hold l + 1 evaluations; they are terminal once that reaches the depth."""
+    """Nodes at level l hold l + 1 evaluated blocks; they are terminal once that reaches the depth
+    (or the stream has no full block left)."""
     ctx = runtime.context
-    next_query = state["level"] + 1
-    if state.get("stopped") or next_query >= state["max_depth"] or next_query >= len(ctx.queries):
+    next_block = state["level"] + 1
+    if state.get("stopped") or next_block >= state["max_depth"] or block(ctx, next_block).stop > len(ctx.queries):
         return "finish"
     return [
         Send("expand", ExpandTask(node=node, beam_index=i, level=state["level"])) for i, node in enumerate(state["beam"])
@@ -85,11 +103,10 @@ def route_level(state: BeamState, runtime: Runtime[RunContext]) -> list[Send] | 
 async def expand(task: ExpandTask, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     node, level = task.node, task.level
-    query_index = level + 1
     with structlog.contextvars.bound_contextvars(level=level, beam=task.beam_index, parent_id=node.node_id):
         candidates, skipped = await _propose(ctx, node)
         children = await gather(
-            *(_evaluate_child(ctx, task, action, prompt, query_index, skipped) for action, prompt in enumerate(candidates))
+            *(_evaluate_child(ctx, task, action, prompt, skipped) for action, prompt in enumerate(candidates))
         )
     return {"children": list(children)}
 
@@ -112,21 +129,21 @@ async def _propose(ctx: RunContext, node: BeamNode) -> tuple[list[str], bool]:
 
 
 async def _evaluate_child(
-    ctx: RunContext, task: ExpandTask, action: int, prompt: str, query_index: int, skipped: bool
+    ctx: RunContext, task: ExpandTask, action: int, prompt: str, skipped: bool
 ) -> Child:
     parent = task.node
     node_id = f"L{task.level}.b{task.beam_index}.c{action}"
     with structlog.contextvars.bound_contextvars(candidate=action, node_id=node_id):
         base = dict(order=(task.beam_index, action), node_id=node_id, parent_id=parent.node_id, skipped=skipped)
         try:
-            evaluation = await evaluate(ctx, prompt, query_index)
+            reward, evaluation = await evaluate_block(ctx, prompt, task.level + 1)
         except CallFailed as failure:
             log.warning("candidate.failed", error=str(failure))
             return Child(**base, failure=str(failure))
     history = (parent.history + [prompt])[-ctx.config.search.history :]
     node = BeamNode(
         node_id=node_id, parent_id=parent.node_id, level=task.level, prompt=prompt, history=history,
-        rewards=parent.rewards + [evaluation.reward], evaluation=evaluation,
+        rewards=parent.rewards + [reward], evaluation=evaluation,
     )
     return Child(**base, node=node)
 
@@ -139,13 +156,14 @@ async def keep_top(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     bumped = any(c.skipped for c in children) and max_depth < search.depth + search.max_depth_increase
     if bumped:
         max_depth += 1
-        prefetch_criteria(ctx, ctx.queries[max_depth - 1 : max_depth])
+        prefetch_criteria(ctx, [ctx.queries[i] for i in block(ctx, max_depth - 1) if i < len(ctx.queries)])
     scored = [c.node for c in children if c.node is not None]
     mode = aggregate_mode(ctx)
     beam = sorted(scored, key=lambda n: -n.score(mode))[: search.beam]  # stable: ties keep expansion order
     rewards = [n.rewards[-1] for n in scored]
     record = LevelRecord(
-        level=level, query_index=level + 1, query=ctx.queries[level + 1], max_depth=max_depth, bumped=bumped,
+        level=level, query_index=block(ctx, level + 1).start, query=ctx.queries[block(ctx, level + 1).start],
+        max_depth=max_depth, bumped=bumped,
         candidates=[_summary(c, mode) for c in children], kept=[n.node_id for n in beam],
         best_reward=max(rewards) if rewards else None, mean_reward=sum(rewards) / len(rewards) if rewards else None,
     )

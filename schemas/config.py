@@ -97,6 +97,8 @@ class SearchConfig(_Strict):
     initial_prompt: str = "You are a helpful assistant."
     history: int = Field(default=5, ge=1)
     """Prompts on the path shown to the rewriter."""
+    queries_per_level: int = Field(default=1, ge=1)
+    """m: queries each candidate answers per level, rewarded by their mean (1 = the paper)."""
 
 
 class CurationConfig(_Strict):

@@ -24,10 +24,13 @@ def write_queries(path: Path, n: int = 40) -> Path:
     return path
 
 
-async def run(tmp_path: Path, script: DRPOScript, critics: list[str] | None = None, **search) -> RunArtifact:
+async def run(
+    tmp_path: Path, script: DRPOScript, critics: list[str] | None = None, concurrency: int = 16, **search
+) -> RunArtifact:
     config = RunConfig(
         search=SearchConfig(**search),
-        backends={"default": BackendConfig(kind="openai", model="scripted", max_attempts=2)},
+        backends={"default": BackendConfig(kind="openai", model="scripted", max_attempts=2,
+                                           max_concurrency=concurrency)},
         critics=critics or [],
     )
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -190,3 +193,46 @@ async def test_the_query_order_is_seeded_and_recorded(tmp_path):
     assert [q.query for q in first.query_order] == [q.query for q in again.query_order]
     assert [q.query for q in first.query_order] != [q.query for q in other.query_order]
     assert len(first.query_order) == 3
+
+
+@pytest.mark.parametrize(("depth", "beam", "actions", "m"), [(4, 2, 3, 3), (3, 1, 2, 2)])
+async def test_minibatch_mode_scores_every_candidate_on_m_queries(tmp_path, depth, beam, actions, m):
+    script = DRPOScript(score=lambda p, q: 3)
+    artifact = await run(tmp_path, script, depth=depth, beam=beam, actions=actions, queries_per_level=m)
+    calls = {role: account.usage.calls for role, account in artifact.accounting.by_role.items()}
+    one = expected_calls(depth, beam, actions)
+    assert calls == {"rewriter": one["rewriter"], "policy": m * one["policy"], "judge": m * one["judge"],
+                     "criteria": m * depth}
+    assert len(artifact.query_order) == m * depth
+    assert [level.query_index for level in artifact.levels] == [m * (i + 1) for i in range(depth - 1)]
+
+
+async def test_a_minibatch_reward_is_the_mean_and_the_rewriter_sees_the_worst_answer(tmp_path):
+    def score(prompt: str, query: str) -> int:
+        return {"Question number 17?": 1}.get(query, 4)  # one hard query in the stream
+
+    script = DRPOScript(score=score)
+    artifact = await run(tmp_path, script, depth=2, beam=1, actions=1, queries_per_level=4)
+    hard = "Question number 17?" in [q.query for q in artifact.query_order[4:8]]
+    assert artifact.best.rewards == [(1 + 4 * 3) / 4 if hard else 4.0]
+    if hard:
+        assert artifact.best.last_query == "Question number 17?"
+
+
+async def test_minibatch_calls_of_a_level_are_all_in_flight_together(tmp_path):
+    script = DRPOScript(score=lambda p, q: 3)
+    in_flight = {"now": 0, "peak": 0}
+    plain = script.handle
+
+    async def slow_policy(request):  # type: ignore[no-untyped-def]
+        if request.role != "policy":
+            return plain(request)
+        in_flight["now"] += 1
+        in_flight["peak"] = max(in_flight["peak"], in_flight["now"])
+        await anyio.sleep(0.2)
+        in_flight["now"] -= 1
+        return plain(request)
+
+    script.handle = slow_policy  # type: ignore[method-assign]
+    await run(tmp_path, script, depth=3, beam=2, actions=3, queries_per_level=4, concurrency=64)
+    assert in_flight["peak"] == 24  # 2 x 3 candidates x 4 queries
