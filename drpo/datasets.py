@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -39,13 +40,28 @@ def _from_record(record: object, where: str) -> TrainQuery:
     return TrainQuery(query=text.strip(), source=str(record.get("source", "file")))
 
 
+def _read_text(path: Path, flag: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) is no text
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _jsonl(path: Path, text: str) -> Iterator[tuple[object, str]]:
+    """Each non-blank line's JSON value and where it came from (`file:line`)."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line), f"{path}:{number}"
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"{path}:{number}: invalid JSON ({exc.msg}); one JSON object per line") from None
+
+
 def load_queries(path: Path) -> list[TrainQuery]:
     if not path.is_file():
         raise UserInputError(f"--train {path}: no such file; pass a JSONL file with a 'query' field or a text file")
-    try:
-        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) is no query text
-    except UnicodeDecodeError as exc:
-        raise UserInputError(f"--train {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = _read_text(path, "--train")
     queries: list[TrainQuery] = []
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -55,14 +71,7 @@ def load_queries(path: Path) -> list[TrainQuery]:
             raise UserInputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
         queries = [_from_record(r, f"{path} item {i}") for i, r in enumerate(records)]
     elif stripped.startswith("{") or path.suffix in (".jsonl", ".json"):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{path}:{number}: invalid JSON ({exc.msg}); one JSON object per line") from None
-            queries.append(_from_record(record, f"{path}:{number}"))
+        queries = [_from_record(record, where) for record, where in _jsonl(path, text)]
     else:
         queries = [TrainQuery(query=line.strip()) for line in text.splitlines() if line.strip()]
     if not queries:
@@ -120,10 +129,7 @@ def load_examples(path: Path, flag: str = "--examples") -> tuple[list[Example], 
         path = path / CURATED_FILE
     if not path.is_file():
         raise UserInputError(f"{flag} {path}: no such file (a JSONL file, a DRPO JSON file, or a curate output folder)")
-    try:
-        text = path.read_text(encoding="utf-8").lstrip("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise UserInputError(f"{flag} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = _read_text(path, flag)
     data = _whole_json(text) if path.suffix != ".jsonl" else None
     if isinstance(data, dict) and isinstance(data.get("examples"), list):
         data = data["examples"]  # a curated pool
@@ -134,15 +140,7 @@ def load_examples(path: Path, flag: str = "--examples") -> tuple[list[Example], 
     elif isinstance(data, list):
         examples = [_example(r, f"{path} item {i}") for i, r in enumerate(data)]
     else:
-        examples = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{path}:{number}: invalid JSON ({exc.msg}); one JSON object per line") from None
-            examples.append(_example(record, f"{path}:{number}"))
+        examples = [_example(record, where) for record, where in _jsonl(path, text)]
     if not examples:
         raise UserInputError(f"{flag} {path}: the file holds no examples")
     return examples, path
