@@ -329,6 +329,7 @@ def run_eval(args: argparse.Namespace, config: RunConfig) -> int:
         response_cache=not args.no_cache, data=args.data, artifact=args.artifact,
         baselines=args.baseline or ["plain"], k=args.k, sampling=sampling,
         allow_train_overlap=args.allow_train_overlap, bootstrap_samples=args.bootstrap, bootstrap_seed=args.seed,
+        embedder=None if args.embedder == "auto" else args.embedder,
     )
     if args.cache_dir is not None:
         options.cache_dir = args.cache_dir

@@ -278,6 +278,8 @@ class EvalOptions(RunOptions):
     sampling: Sampling = field(default_factory=INFERENCE_SAMPLING.model_copy)
     """The policy's sampling, the same for every configuration."""
     allow_train_overlap: bool = False
+    embedder: str | None = None
+    """Retrieval embedder for artifacts' pools; None uses the one each artifact recorded."""
     bootstrap_samples: int = 2000
     bootstrap_seed: int = 0
     confidence: float = 0.95
@@ -317,6 +319,8 @@ def _aligned_model(target: EvalTarget, options: EvalOptions, backend_config: Bac
     common = {"backend": backend_config, "k": 0 if target.fixed_examples else target.k,
               "sampling": options.sampling, "cache_dir": options.cache_dir, "engine": engine}
     if target.kind == "artifact" and target.artifact_dir is not None:
+        if options.embedder is not None:
+            common["embedder"] = options.embedder
         return AlignedModel.from_artifact(target.artifact_dir, **common)
     return AlignedModel(target.prompt, [] if target.fixed_examples else target.examples, embedder="lexical", **common)
 
@@ -343,7 +347,10 @@ async def evaluate(options: EvalOptions, engine_factory: EngineFactory = build_e
         judge = session.backends.for_role("judge")
         policy_config = config.backends[config.role("policy").backend]
         judge_sampling = config.sampling("judge")
-        models = {t.name: _aligned_model(t, options, policy_config, policy.engine) for t in targets}
+        try:
+            models = {t.name: _aligned_model(t, options, policy_config, policy.engine) for t in targets}
+        except ValueError as exc:  # an embedder that is not installed
+            raise UserInputError(str(exc)) from None
         total = len(targets) * len(items)
         progress.info("eval.start", out=str(options.out), items=len(items), configs=[t.name for t in targets],
                       policy=policy.name, judge=judge.name)

@@ -492,5 +492,6 @@ def render_report(run: RunRecord) -> str:
 def write_report(run_dir: Path, eval_dir: Path | None = None, out: Path | None = None) -> Path:
     run = load_run(run_dir, eval_dir)
     path = out or run_dir / REPORT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, render_report(run))
     return path
