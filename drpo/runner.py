@@ -35,6 +35,7 @@ from drpo.errors import UserInputError
 from drpo.session import RunOptions, Session, run_session, write_atomic
 from graph.beam import build_beam_graph
 from graph.context import RunContext
+from graph.level_log import LevelLog
 from graph.state import BeamNode, CandidateSummary, Child, Evaluation, ExpandTask, LevelRecord
 from schemas.artifact import Accounting, CandidateRecord, FinalNode, LevelSummary, RunArtifact, TrainItem
 from schemas.catalogue import AspectCatalogue
@@ -73,6 +74,7 @@ class RunManifest(BaseModel):
 
 
 MANIFEST = "run.json"
+LEVELS = "levels.jsonl"
 
 
 def resume_options(out: Path, **overrides) -> OptimizeOptions:  # type: ignore[no-untyped-def]
@@ -134,6 +136,7 @@ async def _search(options, config, session: Session, pool, ordered: list[TrainQu
         ctx = RunContext(
             config=config, backends=session.backends, catalogue=AspectCatalogue.load(), examples=pool,
             queries=[q.query for q in ordered], criteria_cache=session.criteria_cache, background=background,
+            levels=LevelLog(options.out / LEVELS),
         )
         graph = build_beam_graph(checkpointer=saver)
         run_config = {"configurable": {"thread_id": options.run_id}, "recursion_limit": recursion_limit}
@@ -174,7 +177,7 @@ def _artifact(options, config, session, pool, ordered, final, wall_s) -> RunArti
             failed=sum(c.failure is not None for c in r.candidates), skipped=sum(c.skipped for c in r.candidates),
             kept=r.kept, query=r.query, nodes=[CandidateRecord(**c.model_dump()) for c in r.candidates],
         )
-        for r in final["levels"]
+        for r in LevelLog(options.out / LEVELS).read()
     ]
     used = (len(levels) + 1) * config.search.queries_per_level
     ev = best.evaluation

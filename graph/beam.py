@@ -85,7 +85,7 @@ async def evaluate_root(state: BeamState, runtime: Runtime[RunContext]) -> dict:
             evaluation = None
     root = BeamNode(node_id="root", level=-1, prompt=prompt, history=[prompt], evaluation=evaluation)
     progress.info("root.done", reward=evaluation.reward if evaluation else None)
-    return {"level": 0, "max_depth": ctx.config.search.depth, "beam": [root], "children": None, "levels": []}
+    return {"level": 0, "max_depth": ctx.config.search.depth, "beam": [root], "children": None}
 
 
 def route_level(state: BeamState, runtime: Runtime[RunContext]) -> list[Send] | Literal["finish"]:
@@ -172,7 +172,8 @@ async def keep_top(state: BeamState, runtime: Runtime[RunContext]) -> dict:
         skipped=sum(c.skipped for c in children), best=record.best_reward,
         kept=[f"{n.node_id}={n.score(mode):.2f}" for n in beam],
     )
-    update: dict = {"levels": state["levels"] + [record], "children": None, "max_depth": max_depth}
+    ctx.levels.append(record)
+    update: dict = {"children": None, "max_depth": max_depth}
     if not beam:  # every candidate failed: end with the previous beam as the result
         return update | {"stopped": ctx.backends.ledger.exhausted or f"every candidate of level {level} failed"}
     update |= {"beam": beam, "level": level + 1}

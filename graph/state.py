@@ -1,7 +1,8 @@
 """The beam search's state: ids, prompts, scores and the last evaluation of each live node.
 
 Long histories are not kept: a node carries at most the last `history` prompts of its path and
-the evaluation the rewriter needs next, so state does not grow with the text of past levels.
+the evaluation the rewriter needs next, and level records go to graph/level_log.py, so state
+(and each checkpoint) does not grow with the text of past levels.
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ class BeamState(TypedDict, total=False):
     max_depth: int
     beam: list[BeamNode]
     children: Annotated[list[Child], extend_or_reset]
-    levels: list[LevelRecord]
     stopped: str | None
     """Why the search ended before its depth (e.g. every candidate of a level failed)."""
     best: BeamNode | None

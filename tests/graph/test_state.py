@@ -29,3 +29,26 @@ def test_state_values_round_trip(value):
 
 def test_every_pydantic_type_in_state_is_allowed():
     assert {type(v) for v in SAMPLES} <= set(STATE_TYPES)
+
+
+@pytest.mark.anyio
+async def test_checkpoints_do_not_grow_with_the_text_of_past_levels(tmp_path):
+    import sqlite3
+
+    from drpo.runner import OptimizeOptions, optimize
+    from schemas.config import BackendConfig, RunConfig, SearchConfig
+    from tests.graph.test_beam import write_queries
+    from tests.scripted import DRPOScript
+
+    script = DRPOScript(score=lambda p, q: 3)
+    plain = script._policy
+    script._policy = lambda request: plain(request) + " long answer text" * 300  # ~5 kB per answer
+    config = RunConfig(search=SearchConfig(depth=14, max_depth_increase=0, beam=2, actions=3),
+                       backends={"default": BackendConfig(kind="openai", model="s")})
+    await optimize(OptimizeOptions(config=config, out=tmp_path / "run", train=write_queries(tmp_path / "q.txt")),
+                   engine_factory=script.engine)
+    with sqlite3.connect(tmp_path / "run" / "checkpoints.sqlite") as db:
+        sizes = [row[0] for row in db.execute("SELECT length(checkpoint) FROM checkpoints ORDER BY rowid")]
+    assert len(sizes) > 30
+    early, late = sizes[5 : len(sizes) // 3], sizes[-len(sizes) // 3 :]
+    assert max(late) < 1.3 * max(early), (max(early), max(late))
