@@ -14,6 +14,7 @@ Every embedder returns L2-normalised rows, so a dot product is the cosine simila
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import re
 import shutil
@@ -94,8 +95,11 @@ class WordLlamaEmbedder:
         target = folder / "tokenizers" / self.TOKENIZER
         if not target.exists():
             shutil.copyfile(package / "tokenizers" / self.TOKENIZER, target)
-        from wordllama import WordLlama
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        from wordllama import WordLlama  # its import calls logging.basicConfig(); undo that below
 
+        root.handlers[:], root.level = handlers, level
         self._model = WordLlama.load(cache_dir=folder, disable_download=True)
 
     def fit(self, texts: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ from backends.base import Backend
 from schemas.catalogue import AspectCatalogue
 from schemas.llm import LLMRequest, Message, Sampling
 from schemas.messages import AspectScore, Judgement, JudgeRequest
-from schemas.outputs import judge_output_type
+from schemas.outputs import judge_output_type, judge_schema
 
 OPEN, CLOSE = "<<<RESPONSE>>>", "<<<END RESPONSE>>>"
 
@@ -71,12 +71,12 @@ def render(request: JudgeRequest, catalogue: AspectCatalogue) -> list[Message]:
 
 
 async def judge(request: JudgeRequest, *, backend: Backend, catalogue: AspectCatalogue, sampling: Sampling) -> Judgement:
-    output_type = judge_output_type(request.aspects)
+    output_type = judge_output_type(tuple(request.aspects))
     llm_request = LLMRequest(
         role="judge",
         messages=render(request, catalogue),
         sampling=sampling.model_copy(update={"n": 1}),
-        json_schema=output_type.model_json_schema(by_alias=True),
+        json_schema=judge_schema(tuple(request.aspects)),
         schema_name="judgement",
     )
     structured = await backend.generate_structured(llm_request, output_type)

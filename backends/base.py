@@ -203,7 +203,7 @@ class Backend:
             except EngineFault as fault:
                 faults.append(fault.kind)
                 self.ledger.fault(request.role, fault.kind)
-                log.warning("engine.fault", role=request.role, backend=self.name, kind=fault.kind,
+                log.warning("engine.fault", agent=request.role, backend=self.name, kind=fault.kind,
                             attempt=attempt + 1, error=str(fault)[:200])
                 if attempt + 1 == self.max_attempts:
                     self.ledger.failed(request.role)

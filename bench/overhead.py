@@ -115,7 +115,7 @@ def backend_rows(calls: int = 1000, rounds: int = 3, log_dir: Path | None = None
     from schemas.outputs import judge_output_type
 
     aspects = ["Helpfulness", "Clarity", "Factuality"]
-    judge_type = judge_output_type(aspects)
+    judge_type = judge_output_type(tuple(aspects))
     judge_schema = judge_type.model_json_schema(by_alias=True)
     user = "Judge this answer. " * 60
     text_request = LLMRequest(role="policy", messages=[Message(role="user", content=user)], sampling=Sampling())

@@ -39,9 +39,12 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+_secrets: list[str] = []
+"""Secret values to redact, read from the environment by `configure_logging` (not per event)."""
+
+
 def redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    secrets = secret_values()
-    return _scrub(event, secrets) if secrets else event
+    return _scrub(event, _secrets) if _secrets else event
 
 
 def add_severity(_: Any, method_name: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def _json() -> Any:
 
 def configure_logging(run_dir: Path | None = None, *, console: bool = True) -> None:
     """(Re)configure structlog and the root logger; safe to call again for a new run folder."""
+    _secrets[:] = secret_values()
     structlog.configure(
         processors=[*_PRE_CHAIN, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

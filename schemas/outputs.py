@@ -7,6 +7,7 @@ an API model's long answer is no fault. Output length is bounded by each role's 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -53,11 +54,20 @@ class ScoredAspect(BaseModel):
         return min(5, max(1, int(number + 0.5)))
 
 
-def judge_output_type(aspects: list[str]) -> type[BaseModel]:
-    """A model with exactly one required `ScoredAspect` field per selected aspect."""
+@lru_cache(maxsize=1024)
+def judge_output_type(aspects: tuple[str, ...]) -> type[BaseModel]:
+    """A model with exactly one required `ScoredAspect` field per selected aspect.
+
+    Cached per aspect tuple: building a model is most of a judge call's CPU otherwise."""
     fields: dict[str, Any] = {name: (ScoredAspect, Field(alias=name)) for name in aspects}
     safe = {f"aspect_{i}": spec for i, spec in enumerate(fields.values())}
     return create_model("JudgeOutput", __config__=ConfigDict(populate_by_name=True), **safe)
+
+
+@lru_cache(maxsize=1024)
+def judge_schema(aspects: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON schema of `judge_output_type(aspects)`; shared, so callers must not modify it."""
+    return judge_output_type(aspects).model_json_schema(by_alias=True)
 
 
 class RewriteOutput(BaseModel):

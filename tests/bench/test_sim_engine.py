@@ -57,7 +57,7 @@ def test_structured_requests_get_valid_instances_of_the_schema(sim):
     parsed = RewriteOutput.model_validate_json(rewrite["choices"][0]["message"]["content"])
     assert len(parsed.new_system_prompt) == 12 * 4
 
-    judge_type = judge_output_type(["Clarity", "Helpfulness", "Safety"])
+    judge_type = judge_output_type(("Clarity", "Helpfulness", "Safety"))
     judged = chat(sim, response_format=json_schema_format(judge_type.model_json_schema(by_alias=True)))
     verdict = judge_type.model_validate_json(judged["choices"][0]["message"]["content"])
     assert [verdict.aspect_0.score, verdict.aspect_1.score, verdict.aspect_2.score] == [3, 3, 3]

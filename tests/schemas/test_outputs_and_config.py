@@ -20,7 +20,7 @@ def test_text_scores_are_invalid(raw):
 
 
 def test_judge_output_has_one_required_key_per_aspect_even_with_hyphens():
-    model = judge_output_type(["Critical-Thinking", "Depth"])
+    model = judge_output_type(("Critical-Thinking", "Depth"))
     schema = model.model_json_schema(by_alias=True)
     assert list(schema["properties"]) == ["Critical-Thinking", "Depth"]
     assert schema["required"] == ["Critical-Thinking", "Depth"]
