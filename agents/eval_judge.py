@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 
+from agents.judge import neutralise
 from backends.base import Backend
 from schemas.evaluation import RUBRIC_ASPECTS, RUBRIC_OUTPUTS, EvalJudgeRequest, EvalVerdict, Rubric
 from schemas.llm import LLMRequest, Message, Sampling
@@ -94,16 +95,12 @@ Reply with this JSON shape, one entry per aspect and no others:
 {skeleton}"""
 
 
-def _neutralise(text: str) -> str:
-    return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
-
-
 def render(request: EvalJudgeRequest) -> list[Message]:
     aspects = RUBRIC_ASPECTS[request.rubric]
     rubric = "\n".join(f"- {name}: {RUBRICS[request.rubric][name]}" for name in aspects)
     skeleton = json.dumps({name: {"reason": "...", "score": "1-5"} for name in aspects}, indent=1)
     user = USER.format(
-        rubric=rubric, query=request.query.strip(), open=OPEN, answer=_neutralise(request.answer.strip()),
+        rubric=rubric, query=request.query.strip(), open=OPEN, answer=neutralise(request.answer.strip()),
         close=CLOSE, skeleton=skeleton,
     )
     return [Message(role="system", content=SYSTEMS[request.rubric]), Message(role="user", content=user)]

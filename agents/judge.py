@@ -51,7 +51,8 @@ Reply with this JSON shape, one entry per aspect and no others:
 {skeleton}"""
 
 
-def _neutralise(text: str) -> str:
+def neutralise(text: str) -> str:
+    """Graded text cannot contain our fence markers: `<<<` and `>>>` become look-alike quotes."""
     return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
 
 
@@ -63,7 +64,7 @@ def render(request: JudgeRequest, catalogue: AspectCatalogue) -> list[Message]:
         reasoning=request.reasoning or "(none given)",
         query=request.query.strip(),
         open=OPEN,
-        response=_neutralise(request.response),
+        response=neutralise(request.response),
         close=CLOSE,
         skeleton=skeleton,
     )

@@ -36,15 +36,15 @@ from drpo.session import RunOptions, Session, run_session, write_atomic
 from graph.beam import build_beam_graph
 from graph.context import RunContext
 from graph.level_log import LevelLog
-from graph.state import BeamNode, CandidateSummary, Child, Evaluation, ExpandTask, LevelRecord
-from schemas.artifact import Accounting, CandidateRecord, FinalNode, LevelSummary, RunArtifact, TrainItem
+from graph.state import BeamNode, Child, Evaluation, ExpandTask
+from schemas.artifact import Accounting, FinalNode, LevelSummary, RunArtifact, TrainItem
 from schemas.catalogue import AspectCatalogue
 from schemas.config import RunConfig
 from schemas.messages import AspectScore
 
 log = structlog.get_logger("drpo.progress")
 
-STATE_TYPES = (BeamNode, Child, Evaluation, ExpandTask, LevelRecord, CandidateSummary, AspectScore)
+STATE_TYPES = (BeamNode, Child, Evaluation, ExpandTask, AspectScore)
 """Every pydantic type stored in graph state, allowed through the checkpoint serializer."""
 
 
@@ -175,7 +175,7 @@ def _artifact(options, config, session, pool, ordered, final, wall_s) -> RunArti
             level=r.level, query_index=r.query_index, max_depth=r.max_depth, bumped=r.bumped,
             best_reward=r.best_reward, mean_reward=r.mean_reward, candidates=len(r.candidates),
             failed=sum(c.failure is not None for c in r.candidates), skipped=sum(c.skipped for c in r.candidates),
-            kept=r.kept, query=r.query, nodes=[CandidateRecord(**c.model_dump()) for c in r.candidates],
+            kept=r.kept, query=r.query, nodes=r.candidates,
         )
         for r in LevelLog(options.out / LEVELS).read()
     ]

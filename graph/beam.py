@@ -28,7 +28,8 @@ from backends.errors import CallFailed
 from graph.context import RunContext
 from graph.fanout import gather
 from graph.roles import answer, criteria_for, judge_response, prefetch_criteria, rewrite
-from graph.state import BeamNode, BeamState, CandidateSummary, Child, Evaluation, ExpandTask, LevelRecord
+from graph.state import BeamNode, BeamState, Child, Evaluation, ExpandTask, LevelRecord
+from schemas.artifact import CandidateRecord
 from schemas.messages import RewriteRequest
 
 log = structlog.get_logger("drpo.beam")
@@ -182,9 +183,9 @@ async def keep_top(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     return update
 
 
-def _summary(child: Child, mode: Literal["mean", "last"]) -> CandidateSummary:
+def _summary(child: Child, mode: Literal["mean", "last"]) -> CandidateRecord:
     node = child.node
-    return CandidateSummary(
+    return CandidateRecord(
         node_id=child.node_id, parent_id=child.parent_id, skipped=child.skipped, failure=child.failure,
         prompt=node.prompt if node else None, reward=node.rewards[-1] if node else None,
         path_score=node.score(mode) if node else None,

@@ -12,6 +12,7 @@ from typing import Annotated, Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
+from schemas.artifact import CandidateRecord
 from schemas.messages import AspectScore
 
 
@@ -56,26 +57,16 @@ class Child(BaseModel):
     failure: str | None = None
 
 
-class CandidateSummary(BaseModel):
-    """What the artifact keeps of a candidate: no response text, so state stays small."""
-
-    node_id: str
-    parent_id: str
-    prompt: str | None = None
-    reward: float | None = None
-    path_score: float | None = None
-    skipped: bool = False
-    failure: str | None = None
-
-
 class LevelRecord(BaseModel):
+    """One level of the search, as written to levels.jsonl (graph/level_log.py)."""
+
     level: int
     query_index: int
     query: str
     max_depth: int
     """The depth limit after this level (raised by one when a node skipped)."""
     bumped: bool
-    candidates: list[CandidateSummary]
+    candidates: list[CandidateRecord]
     kept: list[str]
     best_reward: float | None
     mean_reward: float | None

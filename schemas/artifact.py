@@ -16,7 +16,7 @@ class TrainItem(BaseModel):
 
 
 class CandidateRecord(BaseModel):
-    """One candidate of a level, for the report's beam tree (graph/state.py CandidateSummary)."""
+    """One candidate of a level: in levels.jsonl during the run, in the artifact for the report."""
 
     node_id: str
     parent_id: str

@@ -3,7 +3,7 @@
 import pytest
 
 from drpo.runner import STATE_TYPES, checkpoint_serde
-from graph.state import BeamNode, CandidateSummary, Child, Evaluation, ExpandTask, LevelRecord
+from graph.state import BeamNode, Child, Evaluation, ExpandTask
 from schemas.messages import AspectScore
 
 EVAL = Evaluation(query_index=1, query="q", response="r", scores={"Depth": AspectScore(rationale="x", score=3)}, reward=3.0)
@@ -14,8 +14,6 @@ SAMPLES = [
     Child(order=(0, 1), node_id="L0.b0.c1", parent_id="root", node=NODE),
     Child(order=(0, 2), node_id="L0.b0.c2", parent_id="root", failure="judge failed"),
     ExpandTask(node=NODE, beam_index=0, level=0),
-    LevelRecord(level=0, query_index=1, query="q", max_depth=3, bumped=False, kept=["L0.b0.c0"], best_reward=3.0,
-                mean_reward=3.0, candidates=[CandidateSummary(node_id="L0.b0.c0", parent_id="root", reward=3.0)]),
 ]
 
 
@@ -52,3 +50,17 @@ async def test_checkpoints_do_not_grow_with_the_text_of_past_levels(tmp_path):
     assert len(sizes) > 30
     early, late = sizes[5 : len(sizes) // 3], sizes[-len(sizes) // 3 :]
     assert max(late) < 1.3 * max(early), (max(early), max(late))
+
+
+def test_a_level_written_twice_after_a_crash_reads_once_last_record_wins(tmp_path):
+    from graph.level_log import LevelLog
+    from graph.state import LevelRecord
+
+    def record(level: int, best: float) -> LevelRecord:
+        return LevelRecord(level=level, query_index=level + 1, query="q", max_depth=3, bumped=False, candidates=[],
+                           kept=[], best_reward=best, mean_reward=best)
+
+    log = LevelLog(tmp_path / "levels.jsonl")
+    for level, best in [(0, 1.0), (1, 2.0), (1, 3.0)]:
+        log.append(record(level, best))
+    assert [(r.level, r.best_reward) for r in LevelLog(tmp_path / "levels.jsonl").read()] == [(0, 1.0), (1, 3.0)]
