@@ -98,6 +98,10 @@ class LevelBound:
     candidates: int
     critical_node: str | None
     """The candidate whose chain sets E_l."""
+    critical_query: int | None = None
+    """Which of that candidate's queries (0 .. m-1, in request order) has the slowest chain."""
+    queries: int = 1
+    """Query chains per candidate (m)."""
     chain: dict[str, float] = field(default_factory=dict)
     """Durations along the critical candidate's chain, by agent."""
     actual_s: float | None = None
@@ -115,77 +119,144 @@ class CriticalPath:
     last_stamp: float
     call_time_s: float
     """Sum of the durations of every engine call (what one-at-a-time would at least take)."""
+    root_queries: int = 1
+    root_critical_query: int | None = None
+    root_chain: dict[str, float] = field(default_factory=dict)
+    pairing_slack_s: float = 0.0
+    """Largest gap between a request line and its reply's implied start (see `_pair`): the
+    reply-to-request matching is unambiguous while this stays well under the gaps between requests."""
 
 
 def _stamp(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(line["timestamp"]).timestamp()
 
 
+def _query(line: dict[str, Any]) -> str | None:
+    return (line.get("message") or {}).get("query")
+
+
+PAIRING_SLACK_S = 1e-4
+"""`latency_s` is rounded to 0.1 ms: a reply's implied start may lie up to 0.05 ms before its request."""
+
+
+def _pair(requests: list[dict[str, Any]], ends: list[dict[str, Any]]) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
+    """Each reply (or failure) of one agent at one node, with the request it answers.
+
+    Replies of policy, judge and curator messages carry no query, so a reply is tied to its request
+    by time: `traced` writes the request line, then starts its clock, and the reply line's
+    timestamp minus `latency_s` is that start (the *implied start*). In one event loop the
+    request lines and clock starts of a node's messages alternate (line, start, line, start, ...),
+    so the i-th request in time order is answered by the reply with the i-th implied start.
+    When some requests have no reply (siblings cancelled by a failure), each reply takes the
+    latest unanswered request written no later than its implied start."""
+    reqs = sorted(requests, key=_stamp)
+    done = sorted(ends, key=lambda e: _stamp(e) - float(e.get("latency_s") or 0.0))
+    if len(reqs) == len(done):
+        return list(zip(reqs, done, strict=True))
+    free, pairs = list(reqs), []
+    for end in done:
+        begun = _stamp(end) - float(end.get("latency_s") or 0.0) + PAIRING_SLACK_S
+        before = [r for r in free if _stamp(r) <= begun]
+        match = before[-1] if before else (free[0] if free else None)
+        if match is not None:
+            free.remove(match)
+        pairs.append((match, end))
+    return pairs
+
+
 def critical_path(lines: list[dict[str, Any]]) -> CriticalPath:
     """The critical-path lower bound of a run from its trace lines (see the module docstring)."""
-    ends = [line for line in lines if line.get("direction") in ("reply", "failed")]
     criteria_calls: dict[str, float] = {}
-    query_of_node: dict[str, str] = {}
-    duration: dict[tuple[str, str], float] = {}  # (agent, node_id) -> latency
     rewrites: dict[tuple[int, int], float] = {}  # (level, beam) -> latency
-    children: dict[int, list[str]] = defaultdict(list)
+    duration: dict[tuple[str, str, str], float] = {}  # (agent, node_id, query) -> latency
+    queries: dict[str, list[str]] = defaultdict(list)  # node_id -> its queries, in request order
+    children: dict[int, set[str]] = defaultdict(set)
+    groups: dict[tuple[str, str], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = defaultdict(lambda: ([], []))
     call_time = 0.0
+    slack = 0.0
 
     for line in lines:
-        if line.get("agent") == "criteria" and line.get("direction") == "request" and line.get("node_id"):
-            query_of_node[line["node_id"]] = (line.get("message") or {}).get("query", "")
-    for line in ends:
-        agent, latency = line.get("agent"), float(line.get("latency_s") or 0.0)
-        if line.get("calls"):
-            call_time += latency
+        agent, direction, node = line.get("agent"), line.get("direction"), line.get("node_id")
+        if direction not in ("request", "reply", "failed") or agent is None:
+            continue
+        if direction != "request" and line.get("calls"):
+            call_time += float(line.get("latency_s") or 0.0)
+        if agent == "criteria" and direction == "reply" and line.get("calls"):
+            query = _query(line) or ""
+            criteria_calls[query] = max(criteria_calls.get(query, 0.0), float(line.get("latency_s") or 0.0))
+        if agent == "rewriter" and direction != "request":
+            rewrites[(int(line["level"]), int(line.get("beam") or 0))] = float(line.get("latency_s") or 0.0)
+        if node is None or agent == "rewriter":
+            continue
+        if direction == "request" and _query(line) is not None and _query(line) not in queries[node]:
+            queries[node].append(_query(line))
         if agent == "criteria":
-            if line.get("calls"):
-                query = (line.get("message") or {}).get("query", "")
-                criteria_calls[query] = max(criteria_calls.get(query, 0.0), latency)
             continue
-        if agent == "rewriter":
-            rewrites[(int(line["level"]), int(line.get("beam") or 0))] = latency
-            continue
-        node = line.get("node_id")
-        if node is None:
-            continue
-        duration[(agent, node)] = duration.get((agent, node), 0.0) + latency
-        if node != "root" and agent == "policy":
-            children[int(line["level"])].append(node)
+        if agent == "policy" and node != "root":
+            children[int(line["level"])].add(node)
+        groups[(agent, node)][0 if direction == "request" else 1].append(line)
 
-    def chain_end(node: str, ready: float) -> tuple[float, dict[str, float]]:
-        parts = {"curator": duration.get(("curator", node), 0.0), "policy": duration.get(("policy", node), 0.0)}
+    for (agent, node), (requests, ends) in groups.items():
+        only = queries[node][0] if len(queries[node]) == 1 else ""
+        for request, end in _pair(requests, ends):
+            query = (_query(request) if request is not None else None) or _query(end) or only
+            if request is not None:
+                slack = max(slack, abs(_stamp(end) - float(end.get("latency_s") or 0.0) - _stamp(request)))
+            key = (agent, node, query)
+            duration[key] = duration.get(key, 0.0) + float(end.get("latency_s") or 0.0)
+
+    def query_end(node: str, query: str, ready: float) -> tuple[float, dict[str, float]]:
+        """One query's chain of a candidate (or the root): curator + policy, then the judge once the
+        answer and the query's criteria are both there."""
+        parts = {"curator": duration.get(("curator", node, query), 0.0),
+                 "policy": duration.get(("policy", node, query), 0.0)}
         answered = ready + parts["curator"] + parts["policy"]
-        criteria = criteria_calls.get(query_of_node.get(node, ""), 0.0)
-        if ("judge", node) not in duration:
+        if ("judge", node, query) not in duration:
             return answered, parts
+        criteria = criteria_calls.get(query, 0.0)
         parts["criteria_wait"] = max(0.0, criteria - answered)
-        parts["judge"] = duration[("judge", node)]
+        parts["judge"] = duration[("judge", node, query)]
         return max(answered, criteria) + parts["judge"], parts
 
-    root_end, _ = chain_end("root", 0.0)
+    def node_end(node: str, ready: float) -> tuple[float, int | None, dict[str, float]]:
+        """A candidate ends when the slowest of its m query chains ends: (end, which query, its chain)."""
+        known = queries.get(node) or [""]
+        extra = sorted({q for (_, n, q) in duration if n == node} - set(known))
+        best: tuple[float, int | None, dict[str, float]] = (ready, None, {})
+        for index, query in enumerate(known + extra):
+            end, parts = query_end(node, query, ready)
+            if best[1] is None or end > best[0]:
+                best = (end, index, parts)
+        return best
+
+    root_end, root_query, root_chain = node_end("root", 0.0)
     start, levels = root_end, []
+    ends = [line for line in lines if line.get("direction") in ("reply", "failed")]
     first = {lvl: min((_stamp(l) for l in lines if l.get("level") == lvl and l.get("agent") == "rewriter"),
                       default=None) for lvl in {lb for lb, _ in rewrites} | set(children)}
     last = {lvl: max((_stamp(l) for l in ends if l.get("level") == lvl), default=None) for lvl in first}
     for level in sorted(set(children) | {lvl for lvl, _ in rewrites}):
-        best_end, best_node, best_chain = None, None, {}
-        for node in sorted(set(children.get(level, []))):
+        best_end, best_node, best_query, best_chain = None, None, None, {}
+        for node in sorted(children.get(level, set())):
             beam = int(node.split(".b", 1)[1].split(".", 1)[0])
             rewrite = rewrites.get((level, beam), 0.0)
-            end, parts = chain_end(node, start + rewrite)
+            end, query, parts = node_end(node, start + rewrite)
             if best_end is None or end > best_end:
-                best_end, best_node, best_chain = end, node, {"rewriter": rewrite, **parts}
+                best_end, best_node, best_query, best_chain = end, node, query, {"rewriter": rewrite, **parts}
         if best_end is None:
             best_end = start + max((v for (lvl, _), v in rewrites.items() if lvl == level), default=0.0)
         actual = None if first.get(level) is None or last.get(level) is None else last[level] - first[level]
-        levels.append(LevelBound(level=level, start=start, end=best_end, candidates=len(set(children.get(level, [])),),
-                                 critical_node=best_node, chain=best_chain, actual_s=actual))
+        nodes = children.get(level, set())
+        levels.append(LevelBound(level=level, start=start, end=best_end, candidates=len(nodes),
+                                 critical_node=best_node, critical_query=best_query, chain=best_chain, actual_s=actual,
+                                 queries=max((len(queries.get(n) or [""]) for n in nodes), default=0)))
         start = best_end
     stamps = [_stamp(line) for line in lines if "timestamp" in line]
     span = max(stamps) - min(stamps) if stamps else 0.0
     return CriticalPath(bound_s=start, root_end_s=root_end, levels=levels, search_span_s=span, call_time_s=call_time,
-                        first_stamp=min(stamps, default=0.0), last_stamp=max(stamps, default=0.0))
+                        first_stamp=min(stamps, default=0.0), last_stamp=max(stamps, default=0.0),
+                        root_queries=len(queries.get("root") or [""]), root_critical_query=root_query,
+                        root_chain=root_chain, pairing_slack_s=slack)
 
 
 def read_trace(path: Path) -> list[dict[str, Any]]:

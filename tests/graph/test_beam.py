@@ -148,12 +148,12 @@ async def test_the_trace_follows_one_candidate_from_rewrite_to_judgement(tmp_pat
     assert reply["latency_s"] >= 0 and reply["tokens_out"] > 0
 
 
-async def test_all_generations_of_a_level_are_in_flight_together(tmp_path):
-    script = DRPOScript(score=lambda p, q: 3)
+def slow_policy(script: DRPOScript) -> dict[str, int]:
+    """Make every policy call take 0.2 s and count how many are in flight at once."""
     in_flight = {"now": 0, "peak": 0}
     plain = script.handle
 
-    async def slow_policy(request):  # type: ignore[no-untyped-def]
+    async def handle(request):  # type: ignore[no-untyped-def]
         if request.role != "policy":
             return plain(request)
         in_flight["now"] += 1
@@ -162,7 +162,13 @@ async def test_all_generations_of_a_level_are_in_flight_together(tmp_path):
         in_flight["now"] -= 1
         return plain(request)
 
-    script.handle = slow_policy  # type: ignore[method-assign]
+    script.handle = handle  # type: ignore[method-assign]
+    return in_flight
+
+
+async def test_all_generations_of_a_level_are_in_flight_together(tmp_path):
+    script = DRPOScript(score=lambda p, q: 3)
+    in_flight = slow_policy(script)
     await run(tmp_path, script, depth=3, beam=2, actions=3)
     assert in_flight["peak"] == 6  # B x A candidates of level 1, all at once
 
@@ -221,18 +227,6 @@ async def test_a_minibatch_reward_is_the_mean_and_the_rewriter_sees_the_worst_an
 
 async def test_minibatch_calls_of_a_level_are_all_in_flight_together(tmp_path):
     script = DRPOScript(score=lambda p, q: 3)
-    in_flight = {"now": 0, "peak": 0}
-    plain = script.handle
-
-    async def slow_policy(request):  # type: ignore[no-untyped-def]
-        if request.role != "policy":
-            return plain(request)
-        in_flight["now"] += 1
-        in_flight["peak"] = max(in_flight["peak"], in_flight["now"])
-        await anyio.sleep(0.2)
-        in_flight["now"] -= 1
-        return plain(request)
-
-    script.handle = slow_policy  # type: ignore[method-assign]
+    in_flight = slow_policy(script)
     await run(tmp_path, script, depth=3, beam=2, actions=3, queries_per_level=4, concurrency=64)
     assert in_flight["peak"] == 24  # 2 x 3 candidates x 4 queries
