@@ -28,6 +28,9 @@ class ResponseCache:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a crash or kill -9 of the process (not a power cut) without an
+        # fsync per answer; FULL cost a quarter of a millisecond per call on the event loop.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
 

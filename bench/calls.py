@@ -19,8 +19,8 @@ import anyio
 from drpo.cli import DEMO_ROLES
 from drpo.projection import scenarios
 from drpo.runner import OptimizeOptions, optimize
-from schemas.config import BackendConfig, RunConfig, SearchConfig
 from schemas.catalogue import DATA_DIR
+from schemas.config import BackendConfig, RunConfig, SearchConfig
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ Three measurements (all on this machine's cores, with wall and process-CPU time 
    messages) and `graph.roles.judge_response` (judge, one trace message), tracing to a file as a run
    does. Overhead per call = (wall of the burst) / calls.
 2. **Whole graph, in process**: `drpo.runner.optimize` with a zero-latency scripted engine (the
-   simulator's answers, without HTTP): D=6/B=2/A=3, and a wide search (D=3, B=A=32, so level 1 puts
+   simulator's answers, without HTTP): D=6/B=2/A=3, the same with 4 queries per level (minibatch
+   mode, 24 generations in flight per level), and a wide search (D=3, B=A=32, so level 1 puts
    1,024 generations, then judgements, in flight). ms per call = wall of `optimize` / engine calls.
 3. **Whole graph over HTTP**: the same D=6/B=2/A=3 run against `bench.sim_engine` set to zero latency,
    through the real `openai` backend.
@@ -49,13 +50,13 @@ class ZeroLatency:
         from bench.sim_engine import filler_text, schema_instance
 
         self.calls += 1
+        n, salt = request.sampling.n, f"r{self.calls}s"  # before the yield: every call its own text
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
             await anyio.lowlevel.checkpoint()
         finally:
             self.in_flight -= 1
-        n, salt = request.sampling.n, f"r{self.calls}s"
         if request.json_schema is not None:
             return [schema_instance(request.json_schema, string_chars=self.string_chars, salt=f"{salt}{i}")
                     for i in range(n)]
@@ -224,8 +225,12 @@ def graph_row(name: str, argv: list[str], *, engine_factory: Any = None, sim: An
                                       console=folder.parent / f"{folder.name}.console.log")
     cpu = time.process_time() - process
     calls = artifact.accounting.total.calls
+    from bench.run_bench import critical_path, read_trace
+
+    span = critical_path(read_trace(folder / "trace.jsonl")).search_span_s
     row = {"name": name, "calls": calls, "levels": len(artifact.levels), "wall_s": wall,
-           "wall_ms_per_call": 1000 * wall / calls, "cpu_ms_per_call": 1000 * cpu / calls}
+           "wall_ms_per_call": 1000 * wall / calls, "cpu_ms_per_call": 1000 * cpu / calls,
+           "search_ms_per_call": 1000 * span / calls}
     if handler is not None:
         row["in_flight_peak"] = handler.peak
     if sim is not None:
@@ -233,21 +238,25 @@ def graph_row(name: str, argv: list[str], *, engine_factory: Any = None, sim: An
     return row
 
 
-def _argv(out: Path, cache: Path, depth: int, beam: int, actions: int, concurrency: int | None) -> list[str]:
+def _argv(out: Path, cache: Path, depth: int, beam: int, actions: int, concurrency: int | None,
+          queries_per_level: int = 1) -> list[str]:
     argv = ["optimize", "--backend", "openai", "--model", "sim", "--depth", str(depth), "--beam", str(beam),
             "--actions", str(actions), "--no-cache", "--no-criteria-cache", "--cache-dir", str(cache),
             "--out", str(out)]
+    if queries_per_level > 1:
+        argv += ["--queries-per-level", str(queries_per_level)]
     return argv + (["--max-concurrency", str(concurrency)] if concurrency else [])
 
 
 def graph_rows(out: Path, tmp: Path, sim: Any = None) -> list[dict[str, Any]]:
     rows = []
-    settings = [("D=6 B=2 A=3", 6, 2, 3, None), ("D=3 B=32 A=32 (1,024 in flight)", 3, 32, 32, 1024)]
-    for label, depth, beam, actions, conc in settings:
+    settings = [("D=6 B=2 A=3", 6, 2, 3, None, 1), ("D=6 B=2 A=3 m=4", 6, 2, 3, 64, 4),
+                ("D=3 B=32 A=32 (1,024 in flight)", 3, 32, 32, 1024, 1)]
+    for label, depth, beam, actions, conc, m in settings:
         handler = ZeroLatency()
-        folder = out / f"overhead-inproc-{depth}-{beam}-{actions}"
+        folder = out / f"overhead-inproc-{depth}-{beam}-{actions}-m{m}"
         shutil.rmtree(folder, ignore_errors=True)
-        rows.append(graph_row(f"in process, {label}", _argv(folder, tmp / folder.name, depth, beam, actions, conc),
+        rows.append(graph_row(f"in process, {label}", _argv(folder, tmp / folder.name, depth, beam, actions, conc, m),
                               engine_factory=handler.factory(), handler=handler))
     if sim is not None:
         saved = {k: getattr(sim.params, k) for k in ("ttft_s", "prefill_s_per_token", "decode_step_s")}
@@ -290,14 +299,16 @@ def report_lines(result: dict[str, Any]) -> list[str]:
                      f"{row['wall_ms_per_call']:.3f} | {row['cpu_ms_per_call']:.3f} |")
     lines += [
         "",
-        "Whole optimizations (`drpo.runner.optimize`, end to end; ms per call = wall / engine calls):",
+        ("Whole optimizations (`drpo.runner.optimize`, end to end; ms per call = wall / engine calls; the search "
+         "alone = the trace's span, first line to last, / engine calls, without setup and artifacts):"),
         "",
-        "| run | levels | engine calls | peak in flight | wall s | wall ms / call | CPU ms / call |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| run | levels | engine calls | peak in flight | wall s | wall ms / call | CPU ms / call | search ms / call |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in result["graph"]:
+        search = f"{row['search_ms_per_call']:.3f}" if "search_ms_per_call" in row else ""
         lines.append(f"| {row['name']} | {row['levels']} | {row['calls']:,} | {row.get('in_flight_peak', '')} | "
-                     f"{row['wall_s']:.2f} | {row['wall_ms_per_call']:.3f} | {row['cpu_ms_per_call']:.3f} |")
+                     f"{row['wall_s']:.2f} | {row['wall_ms_per_call']:.3f} | {row['cpu_ms_per_call']:.3f} | {search} |")
     return lines + [""]
 
 

@@ -68,7 +68,7 @@ def _engine_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model", help="model name (openai), path or hub id (vllm), or GGUF path (embedded)")
     command.add_argument("--config", type=Path, help="TOML file: [search], [backends.NAME], [roles.ROLE], ...")
     command.add_argument("--max-concurrency", type=_positive("--max-concurrency"),
-                         help="requests in flight per endpoint, for every backend (16)")
+                         help="requests in flight per endpoint, for every backend (64)")
     command.add_argument("--cache-dir", type=Path, help="shared caches (default: $DRPO_CACHE_DIR or ~/.cache/drpo)")
     command.add_argument("--embedder", choices=EMBEDDERS, default="auto",
                          help="retrieval embedder (auto: WordLlama if installed, else lexical)")

@@ -55,7 +55,7 @@ class BackendConfig(_Strict):
     """The environment variable holding the API key (the key itself is never stored)."""
     chat: bool = True
     """Send chat messages (the model's chat template applies); false sends raw completion text."""
-    max_concurrency: int = Field(default=16, ge=1)
+    max_concurrency: int = Field(default=64, ge=1)
     """Requests in flight per endpoint (the embedded engine always runs one at a time)."""
     max_attempts: int = Field(default=4, ge=1)
     """Tries per call for transport faults and invalid structured output."""

@@ -230,3 +230,116 @@ def test_the_critical_path_reads_a_real_trace_file(tmp_path):
     from bench.run_bench import read_trace
 
     assert critical_path(read_trace(trace)).bound_s == pytest.approx(3.5)
+
+
+# --- minibatch mode: m = 2 queries per candidate, each on its own chain ----------------------------
+
+
+def line_pair(agent: str, at: float, latency: float | None, *, ask: dict | None = None, answer: dict | None = None,
+              calls: int = 1, failed: bool = False, **context) -> list[dict]:
+    """A request at `at` carrying `ask` as its message, and its reply `latency` later carrying `answer`
+    (what graph/trace.py writes: requests carry the query, policy/judge/curator replies do not).
+    `latency` None: the request was cancelled and has no reply line."""
+    def stamp(t: float) -> str:
+        return (T0 + timedelta(seconds=t)).isoformat().replace("+00:00", "Z")
+
+    lines = [{"agent": agent, "direction": "request", "timestamp": stamp(at), "message": ask or {}, **context}]
+    if latency is not None:
+        reply = {"agent": agent, "direction": "failed" if failed else "reply", "latency_s": latency,
+                 "timestamp": stamp(at + latency), **context}
+        if not failed:
+            reply |= {"calls": calls, "message": answer or {}}
+        lines.append(reply)
+    return lines
+
+
+def candidate_lines(ready: float, queries: list[tuple], **context) -> list[dict]:
+    """One candidate (or the root) answering its block, as `evaluate_block` does: query i starts at
+    ready + 1 ms x i (criteria lookup, curator, then policy); its judge starts when its answer lands.
+    Each entry: (query, policy latency or None if cancelled, judge latency or None if none[, curator]);
+    a policy with no judge and a latency under 0.1 s failed."""
+    lines: list[dict] = []
+    for i, (query, policy, judge, *curator) in enumerate(queries):
+        at, retrieval = ready + 0.001 * i, (curator or [0.0])[0]
+        lines += line_pair("criteria", at, 0.0, ask={"query": query}, answer={"query": query}, calls=0, **context)
+        lines += line_pair("curator", at, retrieval, ask={"query": query}, answer={"examples": []}, calls=0,
+                           **context)
+        text = f"answer to {query} by {context.get('node_id')}"
+        failed = policy is not None and judge is None and policy < 0.1
+        lines += line_pair("policy", at + retrieval, policy, ask={"query": query}, answer={"text": text},
+                           failed=failed, **context)
+        if judge is not None:
+            lines += line_pair("judge", at + retrieval + policy + 0.0005, judge, ask={"query": query, "response": text},
+                               answer={"reward": 0.5}, **context)
+    return lines
+
+
+def minibatch_trace() -> list[dict]:
+    """m = 2, laid out like a real trace (lines in time order, so replies come back out of request order).
+
+    Criteria from t = 0: q0 0.5, q1 1.2, q2 0.1, q3 0.1, q4 0.2, q5 4.5 s.
+    root (block q0, q1), ready 0:
+        q0: max(curator 0.01 + policy 0.6 = 0.61, C 0.5) + judge 0.3          = 0.91
+        q1: max(policy 0.4, C 1.2) + judge 0.2                                 = 1.4   -> E_root = 1.4 (q1)
+    level 0 (block q2, q3), one parent, rewrite 0.5: ready 1.9
+        L0.b0.c0  q2: 1.9 + policy 1.1 = 3.0, + judge 0.2 = 3.2;  q3: 1.9 + 0.7 + 0.3 = 2.9  -> 3.2
+        L0.b0.c1  q2: 1.9 + 0.3 + 0.4 = 2.6;                      q3: 1.9 + 0.9 + 0.5 = 3.3  -> 3.3
+        E_0 = 3.3 (L0.b0.c1, query 1). Summing a candidate's calls into one chain would give
+        c0 = 1.9 + 1.8 + 0.5 = 4.2: the chains of one candidate overlap.
+    level 1 (block q4, q5), S_1 = 3.3; parent b0 rewrite 0.3 (ready 3.6), b1 rewrite 0.6 (ready 3.9)
+        L1.b0.c0  q4: 3.6 + 0.5 + 0.3 = 4.4;  q5: max(3.6 + 0.4 = 4.0, C 4.5) + 0.2 = 4.7            -> 4.7
+        L1.b1.c0  q4: 3.9 + 0.6 + 0.3 = 4.8;  q5: max(3.9 + 0.2, 4.5) + 0.1 = 4.6                    -> 4.8
+        L1.b1.c1  q4: policy fails after 0.05 = 3.95, no judge; q5: cancelled, no reply = 3.9      -> 3.95
+        E_1 = 4.8 (L1.b1.c0, query 0) = the bound.
+    """
+    lines: list[dict] = []
+    for query, latency in (("q0", 0.5), ("q1", 1.2), ("q2", 0.1), ("q3", 0.1), ("q4", 0.2), ("q5", 4.5)):
+        lines += line_pair("criteria", 0.0, latency, ask={"query": query}, answer={"query": query})
+    root = {"level": -1, "node_id": "root"}
+    lines += candidate_lines(0.0, [("q0", 0.6, 0.3, 0.01), ("q1", 0.4, 0.2)], **root)
+    lines += line_pair("rewriter", 1.41, 0.5, level=0, beam=0, parent_id="root")
+    for cand, chains in ((0, [("q2", 1.1, 0.2), ("q3", 0.7, 0.3)]), (1, [("q2", 0.3, 0.4), ("q3", 0.9, 0.5)])):
+        lines += candidate_lines(1.92, chains, level=0, beam=0, candidate=cand, node_id=f"L0.b0.c{cand}")
+    lines += line_pair("rewriter", 3.31, 0.3, level=1, beam=0, parent_id="L0.b0.c1")
+    lines += line_pair("rewriter", 3.31, 0.6, level=1, beam=1, parent_id="L0.b0.c0")
+    for beam, cand, ready, chains in ((0, 0, 3.62, [("q4", 0.5, 0.3), ("q5", 0.4, 0.2)]),
+                                      (1, 0, 3.92, [("q4", 0.6, 0.3), ("q5", 0.2, 0.1)]),
+                                      (1, 1, 3.93, [("q4", 0.05, None), ("q5", None, None)])):
+        lines += candidate_lines(ready, chains, level=1, beam=beam, candidate=cand, node_id=f"L1.b{beam}.c{cand}")
+    return sorted(lines, key=lambda line: datetime.fromisoformat(line["timestamp"]))
+
+
+def test_critical_path_with_two_queries_per_level():
+    lines = minibatch_trace()
+    curator = [l for l in lines if l["agent"] == "curator" and l.get("node_id") == "root" and l["direction"] == "reply"]
+    assert sorted(l["latency_s"] for l in curator) == [0.0, 0.01]
+    path = critical_path(lines)
+    assert path.root_end_s == pytest.approx(1.4)
+    assert (path.root_queries, path.root_critical_query) == (2, 1)
+    assert path.root_chain["criteria_wait"] == pytest.approx(0.8)
+    level0, level1 = path.levels
+    assert (level0.start, level0.end, level0.candidates, level0.queries) == (
+        pytest.approx(1.4), pytest.approx(3.3), 2, 2)
+    assert (level0.critical_node, level0.critical_query) == ("L0.b0.c1", 1)
+    assert level0.chain == pytest.approx({"rewriter": 0.5, "curator": 0.0, "policy": 0.9, "criteria_wait": 0.0,
+                                          "judge": 0.5})
+    assert (level1.start, level1.end, level1.candidates) == (pytest.approx(3.3), pytest.approx(4.8), 3)
+    assert (level1.critical_node, level1.critical_query) == ("L1.b1.c0", 0)
+    assert path.bound_s == pytest.approx(4.8)
+    calls = 6.6 + (0.6 + 0.4) + (0.3 + 0.2) + (0.5 + 0.3 + 0.6) + (1.1 + 0.7 + 0.3 + 0.9) + (0.2 + 0.3 + 0.4 + 0.5) \
+        + (0.5 + 0.4 + 0.6 + 0.2) + (0.3 + 0.2 + 0.3 + 0.1)
+    assert path.call_time_s == pytest.approx(calls)
+    assert (path.pairing_checked, path.pairing_agreed) == (10, 10)  # 2 root + 4 + 4 judged answers
+    assert path.pairing_slack_s == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_candidate_ends_with_its_slowest_chain_whatever_the_reply_order():
+    """L0.b0.c0's first query answers last: its chain (1.1 + 0.2), not the first reply's, sets c0's end."""
+    lines = [l for l in minibatch_trace() if l.get("level") in (None, -1, 0) and l.get("node_id") != "L0.b0.c1"]
+    replies = [l["message"]["text"] for l in lines if l.get("node_id") == "L0.b0.c0" and l["agent"] == "policy"
+               and l["direction"] == "reply"]
+    assert replies == ["answer to q3 by L0.b0.c0", "answer to q2 by L0.b0.c0"]  # out of request order
+    path = critical_path(lines)
+    (level0,) = path.levels
+    assert (level0.critical_node, level0.critical_query, level0.end) == ("L0.b0.c0", 0, pytest.approx(3.2))
+    assert level0.chain["policy"] == pytest.approx(1.1) and level0.chain["judge"] == pytest.approx(0.2)
