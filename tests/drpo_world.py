@@ -19,6 +19,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,8 +37,10 @@ def _digest(*parts: str) -> int:
 
 
 class DRPOWorld:
-    def __init__(self, fault_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, fault_rate: float = 0.0, seed: int = 0, delay_s: float = 0.0) -> None:
         self.fault_rate = fault_rate
+        self.delay_s = delay_s
+        """Each answer waits this long, so a test can act while a run is still going."""
         self.seed = seed
         self.injected: Counter[str] = Counter()
         self.served = 0
@@ -123,6 +126,7 @@ class DRPOWorld:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return None
+                time.sleep(world.delay_s)
                 texts, finish = world.answer(body), "stop"
                 if fault == "invalid_output":
                     texts = ["this is not JSON"] * len(texts)

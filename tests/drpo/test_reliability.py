@@ -76,7 +76,7 @@ def cli(world: DRPOWorld, out: Path, *extra: str, env: dict[str, str]) -> Run:
 @pytest.fixture
 def world_env(tmp_path):  # type: ignore[no-untyped-def]
     write_queries(tmp_path / "q.txt")
-    world = DRPOWorld()
+    world = DRPOWorld(delay_s=0.01)  # a run lasts long enough to be interrupted where the test says
     with world.serving():
         env = {**os.environ, "OPENAI_BASE_URL": world.url, "OPENAI_API_KEY": "sk-test-NEVER-WRITE-THIS-1234",
                "DRPO_CACHE_DIR": str(tmp_path / "cache")}
@@ -123,6 +123,7 @@ def test_the_api_key_appears_in_no_file_the_run_writes(tmp_path, world_env):
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, world_env):
     world, env = world_env
+    world.delay_s = 0.05
     run = cli(world, tmp_path / "run", env=env)
     while world.served < 5 and run.poll() is None:
         time.sleep(0.001)
