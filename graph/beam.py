@@ -200,7 +200,7 @@ async def finish(state: BeamState, runtime: Runtime[RunContext]) -> dict:
 
 def build_beam_graph(checkpointer=None):  # type: ignore[no-untyped-def]
     builder = StateGraph(BeamState, context_schema=RunContext)
-    builder.add_node("prefetch_criteria", prefetch)  # selections for every reachable query, in the background
+    builder.add_node("prefetch_criteria", prefetch)  # selections for the first D queries, in the background
     builder.add_node("evaluate_root", evaluate_root)  # the initial prompt on query 0
     builder.add_node("expand", expand)  # one branch per beam node: rewrite, answer, judge
     builder.add_node("keep_top", keep_top)  # depth bump, top-B by path mean
