@@ -53,7 +53,10 @@ class Run:
                    "--train", str(out.parent / "q.txt"), "--out", str(out), *extra]
         self.log = out.parent / f"{out.name}{'-resumed' if extra else ''}.stderr"
         with open(self.log, "w") as stderr:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+            # A shell that starts jobs in the background (as CI may) leaves SIGINT ignored, which a
+            # child inherits; restore the default so Ctrl-C reaches the run as it would in a terminal.
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
