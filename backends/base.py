@@ -238,8 +238,8 @@ class Backend:
             await self._requests.acquire(1)
         if self._tokens is not None:
             await self._tokens.acquire(0)
-        started = time.perf_counter()
         async with self.limiter:
+            started = time.perf_counter()  # latency is the engine's, not the wait for a slot
             try:
                 result = await self.engine.complete(request)
             except RateLimited:
