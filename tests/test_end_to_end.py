@@ -7,20 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine_caps import SEARCH_CAPS, caps_toml
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.engine
 
-CAPS = """
-[roles.policy]
-max_tokens = 96
-[roles.criteria]
-max_tokens = 300
-[roles.judge]
-max_tokens = 300
-[roles.rewriter]
-max_tokens = 300
-temperature = 0.8
-"""
+CAPS = SEARCH_CAPS.replace("[roles.rewriter]\n", "[roles.rewriter]\ntemperature = 0.8\n")
 
 
 def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_path):
@@ -44,18 +36,7 @@ def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_p
     assert "Optimized system prompt" in done.stdout
 
 
-CURATION_CAPS = """
-[curation]
-iterations = 1
-[roles.criteria]
-max_tokens = 200
-[roles.judge]
-max_tokens = 220
-[roles.curator]
-max_tokens = 160
-[roles.policy]
-max_tokens = 48
-"""
+CURATION_CAPS = "[curation]\niterations = 1\n" + caps_toml(criteria=200, judge=220, curator=160, policy=48)
 
 
 def test_curate_two_seeds_with_the_embedded_model_then_answer_with_the_pool(tmp_path):

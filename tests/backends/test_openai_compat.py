@@ -26,6 +26,7 @@ from backends.ledger import Ledger
 from backends.llamacpp import default_model_path
 from backends.openai_compat import OpenAICompatEngine
 from schemas.llm import LLMRequest, Message, Sampling
+from tests.engine_caps import SEARCH_CAPS
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engine]
 
@@ -194,16 +195,7 @@ async def test_an_unreachable_endpoint_ends_in_call_failed(monkeypatch):
     assert account.usage.calls == 0
 
 
-CAPPED_ROLES = """\
-[roles.policy]
-max_tokens = 96
-[roles.criteria]
-max_tokens = 300
-[roles.judge]
-max_tokens = 300
-[roles.rewriter]
-max_tokens = 300
-"""
+CAPPED_ROLES = SEARCH_CAPS
 
 
 def test_a_whole_optimization_through_the_cli(server_url, tmp_path):

@@ -32,6 +32,7 @@ from drpo.runner import OptimizeOptions, optimize
 from schemas.config import BackendConfig, RunConfig, SearchConfig
 from schemas.evaluation import MULTI_ASPECTS, EvalSummary, ItemResult
 from schemas.llm import LLMRequest
+from tests.engine_caps import caps_toml
 from tests.graph.test_beam import write_queries
 from tests.scripted import DRPOScript
 
@@ -380,14 +381,7 @@ async def test_the_output_folder_must_be_new_or_forced(tmp_path, run_dir):
 
 # --- the embedded model -------------------------------------------------------------------------
 
-ENGINE_CAPS = """
-[backends.default]
-max_attempts = 2
-[roles.policy]
-max_tokens = 48
-[roles.judge]
-max_tokens = 260
-"""
+ENGINE_CAPS = "[backends.default]\nmax_attempts = 2\n" + caps_toml(policy=48, judge=260)
 
 
 @pytest.mark.engine
