@@ -73,7 +73,7 @@ class BackendPool:
                 engine,
                 name=f"{binding.backend}:{engine.model}",
                 ledger=self.ledger,
-                max_concurrency=_concurrency(backend_config),
+                max_concurrency=backend_concurrency(backend_config),
                 max_attempts=backend_config.max_attempts,
                 caches=self.caches,
                 requests_per_minute=backend_config.requests_per_minute,
@@ -105,7 +105,7 @@ class BackendPool:
             await backend.aclose()
 
 
-def _concurrency(config: BackendConfig) -> int:
+def backend_concurrency(config: BackendConfig) -> int:
     """Requests in flight for a whole backend: one for an embedded model, N per endpoint otherwise."""
     if config.kind == "embedded":
         return 1

@@ -19,7 +19,7 @@ from agents.embedders import make_embedder
 from agents.policy import generate_response
 from backends.base import Backend, Engine
 from backends.ledger import Ledger
-from backends.registry import build_engine
+from backends.registry import backend_concurrency, build_engine
 from drpo.datasets import load_examples
 from drpo.errors import UserInputError
 from drpo.session import default_cache_dir
@@ -57,7 +57,8 @@ class AlignedModel:
         self.pool = ExamplePool(examples, make_embedder(embedder, cache_dir), cache_dir)
         engine = engine or build_engine(self.backend_config, self.backend_config.model)
         self.backend = Backend(engine, name=f"{self.backend_config.kind}:{engine.model}", ledger=Ledger(),
-                               max_concurrency=1 if self.backend_config.kind == "embedded" else 16)
+                               max_concurrency=backend_concurrency(self.backend_config),
+                               max_attempts=self.backend_config.max_attempts)
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
