@@ -58,25 +58,30 @@ def _jsonl(path: Path, text: str) -> Iterator[tuple[object, str]]:
             raise UserInputError(f"{path}:{number}: invalid JSON ({exc.msg}); one JSON object per line") from None
 
 
-def load_queries(path: Path) -> list[TrainQuery]:
+def load_records(path: Path) -> list[tuple[TrainQuery, dict]]:
+    """Each query with the JSON record it came from (empty for a plain text line): JSONL with a
+    `query` (or `instruction`) field, a JSON array of such objects, or one query per line."""
     if not path.is_file():
         raise UserInputError(f"--train {path}: no such file; pass a JSONL file with a 'query' field or a text file")
     text = _read_text(path, "--train")
-    queries: list[TrainQuery] = []
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserInputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        queries = [_from_record(r, f"{path} item {i}") for i, r in enumerate(records)]
+        pairs = [(_from_record(r, f"{path} item {i}"), r) for i, r in enumerate(records)]
     elif stripped.startswith("{") or path.suffix in (".jsonl", ".json"):
-        queries = [_from_record(record, where) for record, where in _jsonl(path, text)]
+        pairs = [(_from_record(record, where), record) for record, where in _jsonl(path, text)]
     else:
-        queries = [TrainQuery(query=line.strip()) for line in text.splitlines() if line.strip()]
-    if not queries:
+        pairs = [(TrainQuery(query=line.strip()), {}) for line in text.splitlines() if line.strip()]
+    if not pairs:
         raise UserInputError(f"--train {path}: the file holds no queries")
-    return queries
+    return pairs  # type: ignore[return-value]  (records are dicts: _from_record checked them)
+
+
+def load_queries(path: Path) -> list[TrainQuery]:
+    return [query for query, _ in load_records(path)]
 
 
 def stratified_order(queries: list[TrainQuery], seed: int) -> list[TrainQuery]:

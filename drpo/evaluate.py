@@ -37,7 +37,7 @@ from agents.policy import generate_response
 from backends.errors import CallFailed
 from backends.registry import EngineFactory, build_engine
 from drpo.api import INFERENCE_SAMPLING, AlignedModel
-from drpo.datasets import load_queries
+from drpo.datasets import load_queries, load_records
 from drpo.errors import UserInputError
 from drpo.session import RunOptions, run_session, write_atomic
 from graph.trace import traced
@@ -74,30 +74,16 @@ ASPECT_ORDER = (*MULTI_ASPECTS, *SAFETY_ASPECTS, MEAN)
 # --- data -----------------------------------------------------------------------------------------
 
 
-def _raw_records(path: Path) -> list[dict] | None:
-    """The file's JSON records in the order `load_queries` reads them; None for a plain text file."""
-    text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        records = json.loads(text)
-    elif stripped.startswith("{") or path.suffix in (".jsonl", ".json"):
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        return None
-    return [r if isinstance(r, dict) else {} for r in records]
-
-
 def load_eval_items(path: Path) -> list[EvalItem]:
     """just-eval-instruct records (`id`, `instruction`, `source_id`, `dataset`, `category`) or our query
     files (JSONL/JSON with `query` and `source`, or one query per line; source `harmful` is safety)."""
     try:
-        queries = load_queries(path)  # every format and every error message of the training files
+        pairs = load_records(path)  # every format and every error message of the training files
     except UserInputError as exc:
         raise UserInputError(str(exc).replace("--train ", "--data ", 1)) from None
-    records = _raw_records(path) or [{} for _ in queries]
     items: list[EvalItem] = []
     seen: set[str] = set()
-    for index, (query, record) in enumerate(zip(queries, records, strict=True)):
+    for index, (query, record) in enumerate(pairs):
         item_id = str(record.get("id", index))
         if item_id in seen:
             raise UserInputError(f"--data {path}: duplicate id {item_id!r}; ids must be unique")
