@@ -23,13 +23,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from agents.criteria import SYSTEMS as CRITERIA_SYSTEMS
 from agents.judge import CLOSE, OPEN
 from agents.rewriter import SYSTEM as REWRITER_SYSTEM
 from backends.scripted import schema_instance
+from tests.backends.stub_server import serve_loopback
 
 
 def _digest(*parts: str) -> int:
@@ -140,14 +141,6 @@ class DRPOWorld:
                 self._send(200, {"id": "w", "object": "chat.completion", "created": 0, "model": "world",
                                  "choices": choices, "usage": usage})
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        try:
+        with serve_loopback(Handler) as url:
+            self.url = url
             yield self
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)

@@ -11,6 +11,7 @@ from backends.errors import CallFailed, EmptyOutput, InvalidOutput, RateLimited,
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine, schema_instance
 from schemas.llm import LLMRequest, Sampling
+from tests.in_flight import InFlight
 
 pytestmark = pytest.mark.anyio
 
@@ -104,18 +105,15 @@ async def test_one_lost_sample_is_dropped_not_the_whole_request():
 
 
 async def test_concurrency_is_bounded_per_backend():
-    state = {"now": 0, "peak": 0}
+    in_flight = InFlight()
 
     async def slow(request):  # type: ignore[no-untyped-def]
-        state["now"] += 1
-        state["peak"] = max(state["peak"], state["now"])
-        await anyio.sleep(0.02)
-        state["now"] -= 1
+        await in_flight.hold(0.02)
         return "x"
 
     b = backend(ScriptedEngine(slow), max_concurrency=3)
     await anyio.gather(*(b.generate(req()) for _ in range(12)))
-    assert state["peak"] == 3
+    assert in_flight.peak == 3
 
 
 def test_json_is_found_inside_fences_and_prose():

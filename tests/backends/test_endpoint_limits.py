@@ -44,6 +44,7 @@ async def test_max_concurrency_caps_requests_in_flight_at_the_server(stub, monke
     engine = OpenAICompatEngine("m", base_url=stub.url, api_key_env="STUB_KEY")
     backend = Backend(engine, name="stub", ledger=Ledger(), max_concurrency=3)
     await anyio.gather(*(backend.generate(ask()) for _ in range(15)))
+    await backend.aclose()
     assert state["peak"] == 3
     assert len(stub.seen) == 15
 
@@ -61,5 +62,6 @@ async def test_a_backend_with_several_base_urls_skips_the_dead_one(stub, monkeyp
     backend = Backend(build_engine(config, "m"), name="many", ledger=ledger, backoff_s=0.001, max_concurrency=4)
     for _ in range(6):
         assert (await backend.generate(ask())).choices[0].text == "ok"
+    await backend.aclose()
     assert len(stub.seen) == 6
     assert ledger.by_role()["judge"].faults == {"transport": 1}

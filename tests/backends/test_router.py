@@ -9,6 +9,7 @@ from backends.ledger import Ledger
 from backends.router import RoutedEngine
 from backends.scripted import ScriptedEngine
 from schemas.llm import LLMRequest, Sampling
+from tests.in_flight import InFlight
 
 pytestmark = pytest.mark.anyio
 
@@ -46,13 +47,10 @@ async def test_a_dead_endpoint_is_skipped_and_its_requests_retried_elsewhere():
 
 
 async def test_per_endpoint_cap_holds_when_an_endpoint_is_down():
-    state = {"now": 0, "peak": 0}
+    in_flight = InFlight()
 
     async def counted(request):  # type: ignore[no-untyped-def]
-        state["now"] += 1
-        state["peak"] = max(state["peak"], state["now"])
-        await anyio.sleep(0.02)
-        state["now"] -= 1
+        await in_flight.hold(0.02)
         return "ok"
 
     clock = [0.0]
@@ -61,4 +59,4 @@ async def test_per_endpoint_cap_holds_when_an_endpoint_is_down():
     router._down_until[1] = 100.0  # already out
     backend = Backend(router, name="r", ledger=Ledger(), max_concurrency=4)
     await anyio.gather(*(backend.generate(ask()) for _ in range(12)))
-    assert state["peak"] == 2
+    assert in_flight.peak == 2

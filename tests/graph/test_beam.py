@@ -12,6 +12,7 @@ from backends.errors import InvalidOutput, TransportFault
 from drpo.runner import OptimizeOptions, optimize
 from schemas.artifact import RunArtifact
 from schemas.config import BackendConfig, RunConfig, SearchConfig
+from tests.in_flight import InFlight
 from tests.scripted import DRPOScript
 
 pytestmark = pytest.mark.anyio
@@ -148,18 +149,14 @@ async def test_the_trace_follows_one_candidate_from_rewrite_to_judgement(tmp_pat
     assert reply["latency_s"] >= 0 and reply["tokens_out"] > 0
 
 
-def slow_policy(script: DRPOScript) -> dict[str, int]:
+def slow_policy(script: DRPOScript) -> InFlight:
     """Make every policy call take 0.2 s and count how many are in flight at once."""
-    in_flight = {"now": 0, "peak": 0}
+    in_flight = InFlight()
     plain = script.handle
 
     async def handle(request):  # type: ignore[no-untyped-def]
-        if request.role != "policy":
-            return plain(request)
-        in_flight["now"] += 1
-        in_flight["peak"] = max(in_flight["peak"], in_flight["now"])
-        await anyio.sleep(0.2)
-        in_flight["now"] -= 1
+        if request.role == "policy":
+            await in_flight.hold(0.2)
         return plain(request)
 
     script.handle = handle  # type: ignore[method-assign]
@@ -170,7 +167,7 @@ async def test_all_generations_of_a_level_are_in_flight_together(tmp_path):
     script = DRPOScript(score=lambda p, q: 3)
     in_flight = slow_policy(script)
     await run(tmp_path, script, depth=3, beam=2, actions=3)
-    assert in_flight["peak"] == 6  # B x A candidates of level 1, all at once
+    assert in_flight.peak == 6  # B x A candidates of level 1, all at once
 
 
 async def test_a_judgement_starts_as_soon_as_its_own_answer_lands(tmp_path):
@@ -229,4 +226,4 @@ async def test_minibatch_calls_of_a_level_are_all_in_flight_together(tmp_path):
     script = DRPOScript(score=lambda p, q: 3)
     in_flight = slow_policy(script)
     await run(tmp_path, script, depth=3, beam=2, actions=3, queries_per_level=4, concurrency=64)
-    assert in_flight["peak"] == 24  # 2 x 3 candidates x 4 queries
+    assert in_flight.peak == 24  # 2 x 3 candidates x 4 queries
