@@ -32,6 +32,7 @@ class ExamplePool:
         queries = [e.query for e in examples]
         self.embedder.fit(queries)
         self._matrix = self._pool_matrix(queries, cache_dir)
+        self._rankings: dict[str, list[int]] = {}
 
     def _pool_matrix(self, queries: list[str], cache_dir: Path | None) -> np.ndarray:
         if cache_dir is None or isinstance(self.embedder, LexicalEmbedder):
@@ -48,11 +49,14 @@ class ExamplePool:
         return matrix
 
     def top_k(self, query: str, k: int) -> list[Example]:
-        """The k examples whose queries are nearest to `query`; ties keep pool order."""
+        """The k examples whose queries are nearest to `query`; ties keep pool order.
+
+        Every candidate of a level asks for the same query, so each ranking is computed once."""
         if k <= 0 or not self.examples:
             return []
-        scores = self._matrix @ self.embedder.embed([query])[0]
-        ranked = np.argsort(-scores, kind="stable")
+        if (ranked := self._rankings.get(query)) is None:
+            scores = self._matrix @ self.embedder.embed([query])[0]
+            ranked = self._rankings[query] = [int(i) for i in np.argsort(-scores, kind="stable")]
         return [self.examples[i] for i in ranked[:k]]
 
 

@@ -73,3 +73,13 @@ def test_the_minilm_embedder_of_the_st_extra_ranks_offline(tmp_path, monkeypatch
     pool = ExamplePool(POOL, make_embedder("minilm", tmp_path), cache_dir=tmp_path)
     assert pool.top_k("Can you explain generators in Python?", 1)[0].query == POOL[1].query
     assert pool.top_k("How do I break into the wifi next door?", 1)[0].query == POOL[2].query
+
+
+def test_a_query_is_ranked_once_however_many_candidates_ask():
+    pool = ExamplePool(POOL)
+    calls = []
+    original = pool.embedder.embed
+    pool.embedder.embed = lambda texts: calls.append(list(texts)) or original(texts)  # type: ignore[method-assign]
+    first = [pool.top_k("wifi password", k) for k in (1, 2, 1)]
+    assert calls == [["wifi password"]]
+    assert first[0] == first[2] == first[1][:1]
