@@ -4,45 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from backends.ledger import RoleAccount
 from schemas.config import RunConfig
 from schemas.messages import AspectScore, Example
-from schemas.usage import Usage
+from schemas.records import CandidateRecord, LevelRecord
+from schemas.usage import RoleAccount, Usage
 
 
 class TrainItem(BaseModel):
     query: str
     source: str
-
-
-class CandidateRecord(BaseModel):
-    """One candidate of a level: in levels.jsonl during the run, in the artifact for the report."""
-
-    node_id: str
-    parent_id: str
-    prompt: str | None = None
-    """None when the candidate failed."""
-    reward: float | None = None
-    path_score: float | None = None
-    skipped: bool = False
-    failure: str | None = None
-
-
-class LevelSummary(BaseModel):
-    level: int
-    query_index: int
-    max_depth: int
-    bumped: bool
-    best_reward: float | None
-    mean_reward: float | None
-    candidates: int
-    failed: int
-    skipped: int
-    kept: list[str]
-    query: str | None = None
-    """The query every candidate of the level answered (absent in older artifacts)."""
-    nodes: list[CandidateRecord] = Field(default_factory=list)
-    """Every candidate of the level (absent in older artifacts; the trace has them too)."""
 
 
 class FinalNode(BaseModel):
@@ -82,7 +52,9 @@ class RunArtifact(BaseModel):
     train_file: str
     query_order: list[TrainItem]
     """The training stream in the order it was consumed (root query first)."""
-    levels: list[LevelSummary]
+    levels: list[LevelRecord]
+    candidates: list[CandidateRecord]
+    """Every candidate of the search, the root first, in level order (schemas/records.py)."""
     best: FinalNode
     stopped: str | None = None
     accounting: Accounting

@@ -6,16 +6,16 @@ here: a backend names the environment variable that holds its key.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.llm import Sampling
 
 ROLES = ("policy", "criteria", "judge", "rewriter", "curator")
-"""The agent roles that call an engine. `curator` retrieves and later rewrites examples."""
+"""The paper's roles that call an engine. Other roles (a model-backed critic) declare themselves
+beside their agent and are bound with `[roles.NAME]` like these (graph/roles.py checks names)."""
 
-BackendKind = Literal["embedded", "openai", "vllm"]
+BackendKind = str
+"""An engine kind of the registry (backends/registry.py `ENGINES`): embedded, openai, vllm, ..."""
 
 ROLE_SAMPLING: dict[str, Sampling] = {
     "policy": Sampling(temperature=0.0, top_p=1.0, max_tokens=2048),
@@ -99,6 +99,9 @@ class SearchConfig(_Strict):
     """Prompts on the path shown to the rewriter."""
     queries_per_level: int = Field(default=1, ge=1)
     """m: queries each candidate answers per level, rewarded by their mean (1 = the paper)."""
+    selector: str = "paper"
+    """How the next beam and the deliverable are chosen (graph/selectors/): `paper` is top B by
+    path mean (last reward when B = 1)."""
 
 
 class CurationConfig(_Strict):
@@ -124,12 +127,7 @@ class RunConfig(_Strict):
     def _check_roles(self) -> RunConfig:
         if "default" not in self.backends and any(r not in self.roles for r in ROLES):
             raise ValueError("[backends] has no 'default' entry, and some roles are not bound to another backend")
-        for role in self.budgets:
-            if role not in ROLES:
-                raise ValueError(f"unknown role {role!r} in [budgets]; expected one of {', '.join(ROLES)}")
         for role, binding in self.roles.items():
-            if role not in ROLES:
-                raise ValueError(f"unknown role {role!r} in [roles]; expected one of {', '.join(ROLES)}")
             if binding.backend not in self.backends:
                 raise ValueError(
                     f"[roles.{role}] uses backend {binding.backend!r}, which is not defined under [backends]"
@@ -139,8 +137,10 @@ class RunConfig(_Strict):
     def role(self, name: str) -> RoleConfig:
         return self.roles.get(name, RoleConfig())
 
-    def sampling(self, role: str) -> Sampling:
-        """The role's sampling: the paper's defaults, then the role's overrides."""
+    def sampling(self, role: str, default: Sampling | None = None) -> Sampling:
+        """The role's sampling: the paper's defaults (or the declared `default` of a new role),
+        then the role's overrides from the config."""
         binding = self.role(role)
         overrides = {k: v for k in ("temperature", "top_p", "max_tokens") if (v := getattr(binding, k)) is not None}
-        return ROLE_SAMPLING[role].model_copy(update=overrides)
+        base = ROLE_SAMPLING.get(role) or default or Sampling()
+        return base.model_copy(update=overrides)

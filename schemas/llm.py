@@ -1,10 +1,12 @@
-"""The request and result types every engine speaks (see backends/base.py)."""
+"""The request and result types every engine and every layer speaks (see backends/protocol.py)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.usage import Usage
 
@@ -25,8 +27,17 @@ class Sampling(BaseModel):
     n: int = Field(default=1, ge=1)
 
 
+def new_call_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 class LLMRequest(BaseModel):
-    """One request to an engine: chat `messages`, or a raw `prompt` for completion models."""
+    """One request to an engine: chat `messages`, or a raw `prompt` for completion models.
+
+    The fields after `sample` travel with the request through the layers but are not part of
+    what the engine is asked (they are excluded from dumps and so from cache keys)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     role: str
     """The agent role that sends it (accounting and traces)."""
@@ -39,6 +50,15 @@ class LLMRequest(BaseModel):
     sample: int = 0
     """Which of several one-sample requests this is; keeps their cache keys apart when unseeded."""
 
+    message: BaseModel | None = Field(default=None, exclude=True)
+    """The agent's typed message this request renders (what fakes and traces key on)."""
+    output_type: type[BaseModel] | None = Field(default=None, exclude=True)
+    """Structured output: every choice must parse and validate as this type (backends/layers)."""
+    clean: Callable[[str], str] | None = Field(default=None, exclude=True)
+    """Plain output: applied to each choice's text before the empty-output check."""
+    call_id: str = Field(default_factory=new_call_id, exclude=True)
+    """The agent call this request belongs to; its trace lines and fault lines carry it."""
+
 
 class Choice(BaseModel):
     text: str
@@ -46,6 +66,10 @@ class Choice(BaseModel):
 
 
 class LLMResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     choices: list[Choice]
     usage: Usage
     model: str
+    parsed: list[Any] = Field(default_factory=list, exclude=True)
+    """For structured requests: one validated `output_type` instance per surviving choice."""

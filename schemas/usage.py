@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Usage(BaseModel):
@@ -22,3 +22,15 @@ class Usage(BaseModel):
             tokens_out=self.tokens_out + other.tokens_out,
             latency_s=self.latency_s + other.latency_s,
         )
+
+
+class RoleAccount(BaseModel):
+    """What one role spent over a run."""
+
+    usage: Usage = Field(default_factory=Usage)
+    faults: dict[str, int] = Field(default_factory=dict)
+    """Failed attempts by fault kind (each was retried or ended the call)."""
+    failed_calls: int = 0
+    """Calls whose every attempt failed."""
+    cache_hits: int = 0
+    """Answers served from a cache or the run's journal (no request sent)."""
