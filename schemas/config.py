@@ -6,7 +6,9 @@ here: a backend names the environment variable that holds its key.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.llm import Sampling
 
@@ -25,6 +27,16 @@ ROLE_SAMPLING: dict[str, Sampling] = {
     "curator": Sampling(temperature=0.0, top_p=1.0, max_tokens=2048),
 }
 """The paper's sampling per role (drpo-method.md §8); a role's config overrides any field."""
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _looks_like_key(value: str) -> bool:
+    """Variable names are words joined by underscores; keys are long runs of mixed characters."""
+    if value.startswith(("sk-", "sk_", "hf_", "gsk_", "xai-", "AIza")):
+        return True
+    return any(len(part) >= 24 and any(c.isdigit() for c in part) for part in value.split("_"))
 
 
 class _Strict(BaseModel):
@@ -53,6 +65,17 @@ class BackendConfig(_Strict):
     tokens_per_minute: int | None = Field(default=None, ge=1)
     api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the API key (the key itself is never stored)."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str) -> str:
+        """A pasted key here would be written to run.json: refuse anything but a variable name."""
+        if not _ENV_NAME.fullmatch(value) or _looks_like_key(value):
+            raise ValueError(
+                "api_key_env must be the NAME of the environment variable that holds the key "
+                "(e.g. OPENAI_API_KEY), not the key itself; export the key and put its variable's name here"
+            )
+        return value
     chat: bool = True
     """Send chat messages (the model's chat template applies); false sends raw completion text."""
     max_concurrency: int = Field(default=64, ge=1)
