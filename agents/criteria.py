@@ -16,7 +16,7 @@ from pathlib import Path
 
 import anyio
 
-from backends.base import Backend
+from backends.protocol import Engine
 from schemas.catalogue import AspectCatalogue
 from schemas.llm import LLMRequest, Message, Sampling
 from schemas.messages import CriteriaRequest, CriteriaSelection
@@ -35,8 +35,8 @@ this query: no fewer than {{low}} and no more than {{high}}, using the catalogue
 JSON only.""",
     "examples": f"""You are an exacting critic who decides what a model answer to a user's query must get \
 right to be held up as an example for others. You will see the query and a catalogue of quality aspects. \
-{_STUDY} Then choose the aspects on which an answer to this query would most likely fall short: no fewer \
-than {{low}} and no more than {{high}}, using the catalogue names exactly. Reply with JSON only.""",
+{_STUDY} Then choose the aspects most relevant to judging an answer to this query: no fewer than {{low}} \
+and no more than {{high}}, using the catalogue names exactly. Reply with JSON only.""",
 }
 BOUNDS = {"prompt": (2, 5), "examples": (3, 6)}
 """How many aspects each stage selects."""
@@ -87,7 +87,7 @@ def normalise_selection(
 
 
 async def select_criteria(
-    request: CriteriaRequest, *, backend: Backend, catalogue: AspectCatalogue, sampling: Sampling
+    request: CriteriaRequest, *, engine: Engine, catalogue: AspectCatalogue, sampling: Sampling
 ) -> CriteriaSelection:
     llm_request = LLMRequest(
         role="criteria",
@@ -95,10 +95,12 @@ async def select_criteria(
         sampling=sampling.model_copy(update={"n": 1}),
         json_schema=CriteriaOutput.schema_for(catalogue.names, *BOUNDS[request.stage]),
         schema_name="criteria_selection",
+        message=request,
+        output_type=CriteriaOutput,
     )
-    structured = await backend.generate_structured(llm_request, CriteriaOutput)
-    selection = normalise_selection(request.query, structured.values[0], catalogue, request.stage)
-    return selection.model_copy(update={"usage": structured.usage})
+    result = await engine.complete(llm_request)
+    selection = normalise_selection(request.query, result.parsed[0], catalogue, request.stage)
+    return selection.model_copy(update={"usage": result.usage})
 
 
 class CriteriaCache:

@@ -16,7 +16,7 @@ import numpy as np
 
 from agents.embedders import Embedder, LexicalEmbedder
 from agents.formatting import clean_response
-from backends.base import Backend
+from backends.protocol import Engine
 from schemas.catalogue import DATA_DIR
 from schemas.llm import LLMRequest, Message, Sampling
 from schemas.messages import AnswerRewrite, AnswerRewriteRequest, Example, RetrievalRequest, RetrievedExamples
@@ -110,13 +110,15 @@ def render_rewrite(request: AnswerRewriteRequest, gold: list[dict]) -> list[Mess
 
 
 async def rewrite_answer(
-    request: AnswerRewriteRequest, *, backend: Backend, sampling: Sampling, gold: list[dict] | None = None
+    request: AnswerRewriteRequest, *, engine: Engine, sampling: Sampling, gold: list[dict] | None = None
 ) -> AnswerRewrite:
     llm_request = LLMRequest(
         role="curator",
         messages=render_rewrite(request, gold if gold is not None else load_gold()),
         sampling=sampling.model_copy(update={"n": 1}),
         schema_name="answer_rewrite",
+        message=request,
+        output_type=AnswerRewriteOutput,
     )
-    structured = await backend.generate_structured(llm_request, AnswerRewriteOutput)
-    return AnswerRewrite(answer=clean_response(structured.values[0].new_response), usage=structured.usage)
+    result = await engine.complete(llm_request)
+    return AnswerRewrite(answer=clean_response(result.parsed[0].new_response), usage=result.usage)

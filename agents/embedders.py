@@ -127,20 +127,35 @@ class MiniLMEmbedder:
 
 
 EMBEDDERS = ("auto", "wordllama", "minilm", "lexical")
+"""What `--embedder` offers."""
+RECORDED = {
+    LexicalEmbedder.name: "lexical",
+    WordLlamaEmbedder.name: "wordllama",
+    MiniLMEmbedder.name: "minilm",
+}
+"""The `name` each embedder records in an artifact, and the choice that builds it again."""
 
 
 def make_embedder(name: str, cache_dir: Path) -> Embedder:
-    """`auto` is WordLlama when installed, else lexical."""
-    if name == "lexical":
+    """The embedder a CLI choice or a recorded name stands for.
+
+    Only `auto` may fall back (to lexical, when WordLlama is missing). A recorded name must give
+    the embedder that retrieved during optimization, or refuse: another one retrieves other
+    examples than the prompt was optimized with."""
+    choice = RECORDED.get(name, name)
+    if choice not in EMBEDDERS:
+        known = ", ".join((*EMBEDDERS, *RECORDED))
+        raise ValueError(f"unknown embedder {name!r}; use one of {known}")
+    if choice == "lexical":
         return LexicalEmbedder()
-    if name == "minilm":
+    if choice == "minilm":
         try:
             return MiniLMEmbedder()
         except ImportError as exc:
-            raise ValueError(f"the minilm embedder needs the `st` extra: pip install -e '.[st]' ({exc})") from None
+            raise ValueError(f"the {name} embedder needs the `st` extra: pip install -e '.[st]' ({exc})") from None
     try:
         return WordLlamaEmbedder(cache_dir)
     except ImportError:
-        if name == "wordllama":
-            raise ValueError("the wordllama embedder needs `pip install wordllama`") from None
+        if choice == "wordllama":
+            raise ValueError(f"the {name} embedder needs `pip install wordllama`") from None
         return LexicalEmbedder()

@@ -16,7 +16,7 @@ import json
 import re
 
 from agents.judge import neutralise
-from backends.base import Backend
+from backends.protocol import Engine
 from schemas.evaluation import RUBRIC_ASPECTS, RUBRIC_OUTPUTS, EvalJudgeRequest, EvalVerdict, Rubric
 from schemas.llm import LLMRequest, Message, Sampling
 
@@ -106,8 +106,8 @@ def render(request: EvalJudgeRequest) -> list[Message]:
     return [Message(role="system", content=SYSTEMS[request.rubric]), Message(role="user", content=user)]
 
 
-async def judge_answer(request: EvalJudgeRequest, *, backend: Backend, sampling: Sampling) -> EvalVerdict:
-    """One call; `Backend` retries invalid output and raises `CallFailed` when every attempt fails."""
+async def judge_answer(request: EvalJudgeRequest, *, engine: Engine, sampling: Sampling) -> EvalVerdict:
+    """One call; the engine's layers retry invalid output and raise `CallFailed` when every attempt fails."""
     output_type = RUBRIC_OUTPUTS[request.rubric]
     llm_request = LLMRequest(
         role="judge",
@@ -115,8 +115,10 @@ async def judge_answer(request: EvalJudgeRequest, *, backend: Backend, sampling:
         sampling=sampling.model_copy(update={"n": 1}),
         json_schema=output_type.model_json_schema(),
         schema_name=f"eval_{request.rubric}",
+        message=request,
+        output_type=output_type,
     )
-    structured = await backend.generate_structured(llm_request, output_type)
-    verdict = structured.values[0]
+    result = await engine.complete(llm_request)
+    verdict = result.parsed[0]
     scores = {name: getattr(verdict, name) for name in RUBRIC_ASPECTS[request.rubric]}
-    return EvalVerdict(rubric=request.rubric, scores=scores, usage=structured.usage)
+    return EvalVerdict(rubric=request.rubric, scores=scores, usage=result.usage)

@@ -33,8 +33,9 @@ from schemas.llm import Message
 from schemas.messages import Example
 
 HEADER = "# Instructions"
-STOPS = ["<END>", "<END", "\n# Query", "\n#Query"]
-"""Stop at the end marker, and before the model invents another turn."""
+STOPS = ["<END>", "<END", "\n# Query", "\n#Query", "<|eot_id|>"]
+"""Stop at the end marker, before the model invents another turn, and at Llama-3's end of turn (the
+reference's stops; a Llama-3 base model that writes the token as text would otherwise run on)."""
 
 
 def format_turn(query: str, answer: str | None = None) -> str:

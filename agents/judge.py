@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from backends.base import Backend
+from backends.protocol import Engine
 from schemas.catalogue import AspectCatalogue
 from schemas.llm import LLMRequest, Message, Sampling
 from schemas.messages import AspectScore, Judgement, JudgeRequest
@@ -71,19 +71,20 @@ def render(request: JudgeRequest, catalogue: AspectCatalogue) -> list[Message]:
     return [Message(role="system", content=SYSTEMS[request.stage]), Message(role="user", content=user)]
 
 
-async def judge(request: JudgeRequest, *, backend: Backend, catalogue: AspectCatalogue, sampling: Sampling) -> Judgement:
-    output_type = judge_output_type(tuple(request.aspects))
+async def judge(request: JudgeRequest, *, engine: Engine, catalogue: AspectCatalogue, sampling: Sampling) -> Judgement:
     llm_request = LLMRequest(
         role="judge",
         messages=render(request, catalogue),
         sampling=sampling.model_copy(update={"n": 1}),
         json_schema=judge_schema(tuple(request.aspects)),
         schema_name="judgement",
+        message=request,
+        output_type=judge_output_type(tuple(request.aspects)),
     )
-    structured = await backend.generate_structured(llm_request, output_type)
-    verdict = structured.values[0]
+    result = await engine.complete(llm_request)
+    verdict = result.parsed[0]
     scores = {
         name: AspectScore(rationale=getattr(verdict, f"aspect_{i}").rationale, score=getattr(verdict, f"aspect_{i}").score)
         for i, name in enumerate(request.aspects)
     }
-    return Judgement(scores=scores, usage=structured.usage)
+    return Judgement(scores=scores, usage=result.usage)

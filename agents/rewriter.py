@@ -11,7 +11,7 @@ import json
 import re
 from statistics import fmean
 
-from backends.base import Backend
+from backends.protocol import Engine
 from schemas.llm import LLMRequest, Message, Sampling
 from schemas.messages import AspectScore, PromptCandidates, RewriteRequest
 from schemas.outputs import RewriteOutput
@@ -84,7 +84,7 @@ def dedupe(prompts: list[str]) -> list[str]:
     return unique
 
 
-async def rewrite_prompt(request: RewriteRequest, *, backend: Backend, sampling: Sampling) -> PromptCandidates:
+async def rewrite_prompt(request: RewriteRequest, *, engine: Engine, sampling: Sampling) -> PromptCandidates:
     if (reason := skip_reason(request.judgement)) is not None:
         return PromptCandidates(prompts=[request.prompt], skipped=True, skip_reason=reason)
     llm_request = LLMRequest(
@@ -92,7 +92,9 @@ async def rewrite_prompt(request: RewriteRequest, *, backend: Backend, sampling:
         messages=render(request),
         sampling=sampling.model_copy(update={"n": request.actions}),
         schema_name="prompt_rewrite",
+        message=request,
+        output_type=RewriteOutput,
     )
-    structured = await backend.generate_structured(llm_request, RewriteOutput)
-    prompts = dedupe([v.new_system_prompt.replace("\\n", "\n").strip() for v in structured.values])
-    return PromptCandidates(prompts=prompts, usage=structured.usage)
+    result = await engine.complete(llm_request)
+    prompts = dedupe([v.new_system_prompt.replace("\\n", "\n").strip() for v in result.parsed])
+    return PromptCandidates(prompts=prompts, usage=result.usage)

@@ -1,6 +1,7 @@
 """A content-addressed response cache in SQLite, shared by runs and safe for concurrent use.
 
-The key is a hash of everything that determines an answer: the model, the messages or prompt,
+The key is a hash of everything that determines an answer: the endpoint's identity (engine kind,
+URL and model, so a command aimed at another server is never served this one's answers), the messages or prompt,
 the sampling parameters (seed and n included), the JSON schema and the sample index. Every
 answer is stored, valid or not, so a re-run takes the same path through retries and sends
 nothing. Hits cost no call and are counted apart.
@@ -16,9 +17,9 @@ from pathlib import Path
 from schemas.llm import LLMRequest, LLMResult
 
 
-def request_key(model: str, request: LLMRequest) -> str:
+def request_key(identity: str, request: LLMRequest) -> str:
     content = request.model_dump(mode="json", include={"messages", "prompt", "sampling", "json_schema", "sample"})
-    canonical = json.dumps({"model": model, **content}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps({"engine": identity, **content}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

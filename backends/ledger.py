@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from pydantic import BaseModel, Field
-
 from schemas.config import Budget
-from schemas.usage import Usage
-
-
-class RoleAccount(BaseModel):
-    usage: Usage = Field(default_factory=Usage)
-    faults: dict[str, int] = Field(default_factory=dict)
-    """Failed attempts by fault kind (each was retried or ended the call)."""
-    failed_calls: int = 0
-    """Calls whose every attempt failed."""
-    cache_hits: int = 0
-    """Answers served from the response cache (no request sent)."""
+from schemas.usage import RoleAccount, Usage
 
 
 class BudgetExhausted(Exception):

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from backends.errors import EngineConfigError, EngineFault
+from schemas.config import BackendConfig
 from schemas.llm import Choice, LLMRequest, LLMResult
 from schemas.usage import Usage
 
@@ -33,6 +34,11 @@ def default_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
+def build(config: BackendConfig, model: str | None) -> LlamaCppEngine:
+    """The engine for `[backends.NAME] kind = "embedded"`."""
+    return LlamaCppEngine(model, n_ctx=config.n_ctx, n_threads=config.n_threads)
+
+
 class LlamaCppEngine:
     native_n = False
 
@@ -42,6 +48,7 @@ class LlamaCppEngine:
             raise EngineConfigError(f"model file not found: {path} (pass --model PATH.gguf)")
         self.path = path
         self.model = path.name
+        self.identity = f"embedded:{path.resolve()}"
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self._llama: Any = None
@@ -55,7 +62,11 @@ class LlamaCppEngine:
                 "the embedded backend needs llama-cpp-python: pip install -e '.[local]'"
             ) from exc
         if self._llama is None:
-            self._llama = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False)
+            try:
+                self._llama = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                    verbose=False)
+            except Exception as exc:  # a damaged or foreign file
+                raise EngineConfigError(f"llama.cpp cannot load {self.path}: {exc}; pass a valid --model PATH.gguf") from exc
         return self._llama
 
     async def complete(self, request: LLMRequest) -> LLMResult:
@@ -85,8 +96,10 @@ class LlamaCppEngine:
                 out = llama.create_completion(prompt=request.prompt or "", **common)
                 choice = out["choices"][0]
                 text = choice["text"]
-        except (ValueError, RuntimeError) as exc:  # context overflow, decode failure
-            raise EngineFault(f"llama.cpp: {exc}") from exc
+        except EngineConfigError:
+            raise
+        except Exception as exc:  # context overflow, decode failure, grammar compile error: this call only
+            raise EngineFault(f"llama.cpp: {type(exc).__name__}: {exc}") from exc
         usage = out.get("usage") or {}
         return LLMResult(
             choices=[Choice(text=text, finish_reason=choice.get("finish_reason"))],

@@ -1,23 +1,56 @@
 """Any OpenAI-compatible server over HTTP: OpenAI, `vllm serve`, llama.cpp's server, Ollama.
 
-Structured output goes to the server as `response_format` of type `json_schema`. Servers that
-reject it (llama-cpp-python's server answers 500 "Input should be 'text' or 'json_object'") are
-switched, once and for good, to `json_object` with a `schema` field. The client's own retries are
-off: `Backend` retries, counts and backs off for every engine in one place.
+Chat requests go to `/v1/chat/completions`; raw-text requests (a base model in completion mode)
+go to `/v1/completions`. Structured output goes to the server as `response_format` of type
+`json_schema`; servers that reject it (llama-cpp-python's server answers 500 "Input should be
+'text' or 'json_object'") are switched, once and for good, to `json_object` with a `schema`
+field. The client's own retries are off: the retry layer retries, counts and backs off for every
+engine in one place.
+
+This file is the engine's error boundary (`_mapped_errors`): every openai/HTTP error and every
+reply that is not a completion becomes a `backends.errors` type, with the original as
+`__cause__` and the API key scrubbed from the text.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
-from backends.errors import EngineConfigError, EngineFault, InvalidOutput, RateLimited, TransportFault
+from backends.errors import (
+    EngineConfigError,
+    EngineFault,
+    EngineRefused,
+    InvalidOutput,
+    RateLimited,
+    RequestRejected,
+    TransportFault,
+)
+from schemas.config import BackendConfig
 from schemas.llm import Choice, LLMRequest, LLMResult
 from schemas.usage import Usage
 
 _SCHEMA_REJECTED = ("json_schema", "response_format", "json_object")
+OPENAI_STOP_LIMIT = 4
+"""api.openai.com accepts at most four stop strings; other servers take them all."""
+
+
+def build(config: BackendConfig, model: str | None) -> OpenAICompatEngine | Any:
+    """The engine for `[backends.NAME] kind = "openai"` (a router when `base_urls` lists several)."""
+    if not model:
+        raise EngineConfigError("the openai backend needs a model: pass --model NAME")
+    options = dict(api_key_env=config.api_key_env, chat=config.chat, timeout_s=config.timeout_s)
+    if config.base_urls:
+        from backends.router import RoutedEngine
+
+        endpoints = [OpenAICompatEngine(model, base_url=url, **options) for url in config.base_urls]
+        return RoutedEngine(endpoints, names=config.base_urls, cooldown_s=config.endpoint_cooldown_s,
+                            per_endpoint=config.max_concurrency)
+    return OpenAICompatEngine(model, base_url=config.base_url, **options)
 
 
 class OpenAICompatEngine:
@@ -30,39 +63,47 @@ class OpenAICompatEngine:
         base_url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
         chat: bool = True,
-        timeout_s: float = 600.0,
+        timeout_s: float = 300.0,
     ) -> None:
-        from openai import AsyncOpenAI
+        import openai
 
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        if urlparse(base_url).scheme not in ("http", "https"):
-            raise EngineConfigError(f"base URL {base_url!r} is not http(s): set OPENAI_BASE_URL or base_url")
+        if urlparse(base_url).scheme not in ("http", "https") or not urlparse(base_url).netloc:
+            raise EngineConfigError(f"base URL {base_url!r} is not an http(s) URL: set OPENAI_BASE_URL or base_url")
         api_key = os.environ.get(api_key_env) or ("unused" if "api.openai.com" not in base_url else None)
         if api_key is None:
             raise EngineConfigError(f"no API key: set the environment variable {api_key_env}")
         self.model = model
         self.base_url = base_url
+        self.identity = f"openai:{base_url.rstrip('/')}:{model}"
+        """What the cache keys on: answers from another server are never served for this one."""
         self.chat = chat
-        self.native_n = True
         self.schema_mode = "json_schema"
-        self._max_tokens_field = "max_completion_tokens" if "api.openai.com" in base_url else "max_tokens"
-        self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0,
-                                   http_client=_http_client())
+        self._key = api_key
+        self._official = "api.openai.com" in base_url
+        self._max_tokens_field = "max_completion_tokens" if self._official else "max_tokens"
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, http_client=_http_client(),
+            timeout=openai.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+        )
 
     async def probe(self) -> None:
         """Fail fast, before a run starts, when the endpoint cannot be reached or refuses the key."""
-        import openai
-
         try:
-            await self._client.with_options(timeout=10.0).models.list()
-        except openai.AuthenticationError as exc:
-            raise EngineConfigError(f"{self.base_url} refused the API key (HTTP 401): check the key's variable") from exc
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            with self._mapped_errors():
+                await self._client.with_options(timeout=10.0).models.list()
+        except EngineRefused as refused:
+            if refused.status == 404:
+                return  # reachable; some servers have no /models
+            raise
+        except TransportFault as fault:
+            if fault.status is not None:
+                return  # it answered: reachable
             raise EngineConfigError(
-                f"cannot reach {self.base_url} ({type(exc).__name__}); start the server or fix base_url / OPENAI_BASE_URL"
-            ) from exc
-        except openai.APIStatusError:
-            return  # reachable; some servers have no /models
+                f"cannot reach {self.base_url} ({fault}); start the server or fix base_url / OPENAI_BASE_URL"
+            ) from fault
+        except EngineFault:
+            return
 
     async def complete(self, request: LLMRequest) -> LLMResult:
         sent_mode = self.schema_mode  # another call in flight may switch the mode before this one fails
@@ -75,54 +116,38 @@ class OpenAICompatEngine:
             return await self._send(request)
 
     async def _send(self, request: LLMRequest) -> LLMResult:
-        import openai
-
-        s = request.sampling
-        params: dict[str, Any] = {
-            "model": self.model,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            self._max_tokens_field: s.max_tokens,
-            "n": s.n,
-        }
-        if s.seed is not None:
-            params["seed"] = s.seed
-        if s.stop:
-            params["stop"] = s.stop[:4]  # OpenAI accepts at most four stop strings
-        try:
+        params = self._params(request)
+        with self._mapped_errors():
             if request.messages is not None and self.chat:
                 if request.json_schema is not None:
                     params["response_format"] = self._response_format(request)
                 response = await self._client.chat.completions.create(
                     messages=[m.model_dump() for m in request.messages], **params
                 )
-                choices = [Choice(text=c.message.content or "", finish_reason=c.finish_reason) for c in response.choices]
+                choices = [Choice(text=_text(c.message.content), finish_reason=c.finish_reason)
+                           for c in _choices(response)]
             else:
                 if request.json_schema is not None:
                     params["extra_body"] = {"structured_outputs": {"json": request.json_schema}}
                 prompt = request.prompt if request.prompt is not None else _flatten(request)
                 response = await self._client.completions.create(prompt=prompt, **params)
-                choices = [Choice(text=c.text, finish_reason=c.finish_reason) for c in response.choices]
-        except openai.RateLimitError as exc:
-            raise RateLimited(str(exc), retry_after_s=_retry_after(exc.response)) from exc
-        except openai.AuthenticationError as exc:
-            raise EngineConfigError(f"{self.base_url} refused the API key (HTTP 401): check the key's variable") from exc
-        except openai.NotFoundError as exc:
-            raise EngineConfigError(f"{self.base_url} has no model {self.model!r} (HTTP 404)") from exc
-        except openai.APIStatusError as exc:
-            raise TransportFault(f"HTTP {exc.status_code}: {exc.message}", status=exc.status_code) from exc
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise TransportFault(f"{type(exc).__name__}: {exc}") from exc
-        except openai.OpenAIError as exc:
-            raise InvalidOutput(str(exc)) from exc
-        usage = response.usage
-        return LLMResult(
-            choices=choices,
-            usage=Usage(
-                tokens_in=getattr(usage, "prompt_tokens", 0) or 0, tokens_out=getattr(usage, "completion_tokens", 0) or 0
-            ),
-            model=response.model or self.model,
-        )
+                choices = [Choice(text=_text(c.text), finish_reason=c.finish_reason) for c in _choices(response)]
+            usage = getattr(response, "usage", None)
+            return LLMResult(
+                choices=choices,
+                usage=Usage(tokens_in=_count(usage, "prompt_tokens"), tokens_out=_count(usage, "completion_tokens")),
+                model=str(getattr(response, "model", None) or self.model),
+            )
+
+    def _params(self, request: LLMRequest) -> dict[str, Any]:
+        s = request.sampling
+        params: dict[str, Any] = {"model": self.model, "temperature": s.temperature, "top_p": s.top_p,
+                                  self._max_tokens_field: s.max_tokens, "n": s.n}
+        if s.seed is not None:
+            params["seed"] = s.seed
+        if s.stop:
+            params["stop"] = s.stop[:OPENAI_STOP_LIMIT] if self._official else list(s.stop)
+        return params
 
     def _response_format(self, request: LLMRequest) -> dict[str, Any]:
         if self.schema_mode == "json_object":
@@ -132,13 +157,65 @@ class OpenAICompatEngine:
             "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": False},
         }
 
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """Every failure of a call to this server, as one of ours (see the module docstring)."""
+        import openai
+
+        try:
+            yield
+        except EngineFault:
+            raise  # raised in here from the reply's shape; holds no server text
+        except openai.RateLimitError as exc:
+            raise RateLimited(self._scrub(str(exc)), retry_after_s=_retry_after(exc.response)) from exc
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise EngineRefused(f"{self.base_url} refused the API key (HTTP {exc.status_code}): check the key in the "
+                                "variable named by api_key_env", status=exc.status_code) from exc
+        except openai.NotFoundError as exc:
+            raise EngineRefused(f"{self.base_url} has no model {self.model!r} (HTTP 404): check --model or the "
+                                "server's served model name", status=404) from exc
+        except openai.APIStatusError as exc:
+            message = self._scrub(f"HTTP {exc.status_code}: {exc.message}")
+            if exc.status_code in (408, 409) or exc.status_code >= 500:
+                raise TransportFault(message, status=exc.status_code) from exc
+            raise RequestRejected(message, status=exc.status_code) from exc
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise TransportFault(self._scrub(f"{type(exc).__name__}: {exc}")) from exc
+        except (openai.OpenAIError, AttributeError, TypeError, ValueError, KeyError) as exc:
+            # A 200 whose body is not a completion (HTML, {}, no choices) lands here.
+            raise InvalidOutput(self._scrub(f"the server's reply is not a completion ({type(exc).__name__}: "
+                                            f"{str(exc)[:120]})")) from exc
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if len(self._key) >= 4 and self._key != "unused" else text
+
     async def aclose(self) -> None:
         await self._client.close()
 
 
+def _choices(response: Any) -> list[Any]:
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise InvalidOutput("the server's reply holds no choices")
+    return choices
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidOutput(f"the server's reply holds {type(value).__name__} where text belongs")
+    return value
+
+
+def _count(usage: Any, field: str) -> int:
+    value = getattr(usage, field, 0) if usage is not None else 0
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
 def _http_client() -> Any:
     """aiohttp under the SDK when installed (extra `openai[aiohttp]`): at hundreds of requests in
-    flight it costs half the CPU per request of the default transport (bench/WHATIF.md)."""
+    flight it costs half the CPU per request of the default transport (bench/RESULTS.md)."""
     if importlib.util.find_spec("aiohttp") is None:
         return None
     import openai
@@ -157,14 +234,10 @@ def _flatten(request: LLMRequest) -> str:
 
 def _retry_after(response: Any) -> float | None:
     headers = getattr(response, "headers", None) or {}
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    if (seconds := headers.get("retry-after")) is not None:
-        try:
-            return float(seconds)
-        except ValueError:
-            return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        if (value := headers.get(name)) is not None:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                return None
     return None

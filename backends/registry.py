@@ -1,108 +1,52 @@
-"""Builds one `Backend` per (backend, model) pair of a run and hands each role its own."""
+"""Engines by kind, and the pool that gives each role its composed stack.
+
+`ENGINES` maps a backend `kind` (the config's `[backends.NAME] kind`, the `--backend` flag) to the
+function that builds that engine, named as "module:function" so optional SDKs are imported only
+when their engine is used. Adding an engine is one file with a `build(config, model)` function
+and one line here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Callable
 
-from backends.base import Backend, Engine
+import anyio
+import structlog
+
 from backends.cache import ResponseCache
+from backends.errors import EngineConfigError
+from backends.layers.meter import MeterLayer
 from backends.ledger import Ledger
-from schemas.config import BackendConfig, RunConfig
+from backends.protocol import Engine, Layer
+from backends.stack import build_stack
+from schemas.config import ROLES, BackendConfig, RunConfig
+
+log = structlog.get_logger("drpo.backend")
 
 EngineFactory = Callable[[BackendConfig, "str | None"], Engine]
 
+ENGINES: dict[str, str] = {
+    "embedded": "backends.llamacpp:build",
+    "openai": "backends.openai_compat:build",
+    "vllm": "backends.vllm_engine:build",
+}
+"""kind -> "module:function" building the engine from its `BackendConfig` and model name."""
+
+
+def engine_names() -> list[str]:
+    """The engine kinds a config or `--backend` may name."""
+    return list(ENGINES)
+
 
 def build_engine(config: BackendConfig, model: str | None) -> Engine:
-    """The real engine a backend entry describes. Optional SDKs are imported only here."""
-    if config.kind == "embedded":
-        from backends.llamacpp import LlamaCppEngine
-
-        return LlamaCppEngine(model, n_ctx=config.n_ctx, n_threads=config.n_threads)
-    if not model:
-        raise ValueError(f"the {config.kind} backend needs a model: pass --model NAME")
-    if config.kind == "vllm":
-        from backends.vllm_engine import VLLMEngine
-
-        return VLLMEngine(
-            model, dtype=config.dtype, max_model_len=config.max_model_len,
-            gpu_memory_utilization=config.gpu_memory_utilization, tensor_parallel_size=config.tensor_parallel_size,
-            enforce_eager=config.enforce_eager, chat=config.chat,
-        )
-    from backends.openai_compat import OpenAICompatEngine
-
-    if config.base_urls:
-        from backends.router import RoutedEngine
-
-        endpoints = [
-            OpenAICompatEngine(model, base_url=url, api_key_env=config.api_key_env, chat=config.chat,
-                               timeout_s=config.timeout_s)
-            for url in config.base_urls
-        ]
-        return RoutedEngine(endpoints, names=config.base_urls, cooldown_s=config.endpoint_cooldown_s,
-                            per_endpoint=config.max_concurrency)
-
-    return OpenAICompatEngine(
-        model, base_url=config.base_url, api_key_env=config.api_key_env, chat=config.chat, timeout_s=config.timeout_s
-    )
-
-
-class BackendPool:
-    """Role → Backend. Roles that share a backend and model share one engine (and its limiter)."""
-
-    def __init__(
-        self,
-        config: RunConfig,
-        ledger: Ledger,
-        engine_factory: EngineFactory = build_engine,
-        caches: Sequence[ResponseCache] = (),
-    ) -> None:
-        self.config = config
-        self.ledger = ledger
-        self.caches = list(caches)
-        self._factory = engine_factory
-        self._backends: dict[tuple[str, str | None], Backend] = {}
-
-    def for_role(self, role: str) -> Backend:
-        binding = self.config.role(role)
-        backend_config = self.config.backends[binding.backend]
-        model = binding.model or backend_config.model
-        key = (binding.backend, model)
-        if key not in self._backends:
-            engine = self._factory(backend_config, model)
-            self._backends[key] = Backend(
-                engine,
-                name=f"{binding.backend}:{engine.model}",
-                ledger=self.ledger,
-                max_concurrency=backend_concurrency(backend_config),
-                max_attempts=backend_config.max_attempts,
-                caches=self.caches,
-                requests_per_minute=backend_config.requests_per_minute,
-                tokens_per_minute=backend_config.tokens_per_minute,
-            )
-        return self._backends[key]
-
-    async def probe(self) -> None:
-        """Ask every engine that can (`probe()`) whether it is reachable, once, before the run."""
-        for backend in self._backends.values():
-            probe = getattr(backend.engine, "probe", None)
-            if probe is not None:
-                await probe()
-
-    def add_journal(self, journal: ResponseCache) -> None:
-        """Put the run's own journal first in every backend's cache list (for `--resume`)."""
-        self.caches.insert(0, journal)
-        for backend in self._backends.values():
-            backend.caches.insert(0, journal)
-
-    def models(self) -> dict[str, str]:
-        """The model that serves each role, for the artifact."""
-        from schemas.config import ROLES
-
-        return {role: self.for_role(role).name for role in ROLES}
-
-    async def aclose(self) -> None:
-        for backend in self._backends.values():
-            await backend.aclose()
+    """The real engine a backend entry describes."""
+    target = ENGINES.get(config.kind)
+    if target is None:
+        raise EngineConfigError(f"unknown backend kind {config.kind!r}; known: {', '.join(ENGINES)}")
+    module, function = target.split(":")
+    build: EngineFactory = getattr(importlib.import_module(module), function)
+    return build(config, model)
 
 
 def backend_concurrency(config: BackendConfig) -> int:
@@ -110,3 +54,80 @@ def backend_concurrency(config: BackendConfig) -> int:
     if config.kind == "embedded":
         return 1
     return config.max_concurrency * max(1, len(config.base_urls))
+
+
+class BackendPool:
+    """Role → composed engine stack. Roles that share a backend and model share one stack (and so
+    its limiter, its outage counter and its engine)."""
+
+    def __init__(self, config: RunConfig, ledger: Ledger, engine_factory: EngineFactory = build_engine,
+                 caches: list[ResponseCache] | None = None) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.caches: list[ResponseCache] = list(caches or [])
+        """Shared by every stack: the run's journal goes in front with `add_journal`."""
+        self._factory = engine_factory
+        self._stacks: dict[tuple[str, str | None], Engine] = {}
+        self._names: dict[tuple[str, str | None], str] = {}
+
+    def _key(self, role: str) -> tuple[str, str | None]:
+        binding = self.config.role(role)
+        return binding.backend, binding.model or self.config.backends[binding.backend].model
+
+    def for_role(self, role: str) -> Engine:
+        key = self._key(role)
+        if key not in self._stacks:
+            backend, model = key
+            backend_config = self.config.backends[backend]
+            engine = self._factory(backend_config, model)
+            name = f"{backend}:{engine.model}"
+            self._names[key] = name
+            self._stacks[key] = build_stack(engine, name=name, config=backend_config, ledger=self.ledger,
+                                            caches=self.caches, max_concurrency=backend_concurrency(backend_config))
+        return self._stacks[key]
+
+    def name_of(self, role: str) -> str:
+        """`backend:model` of the stack serving `role` (for traces, the artifact and the console)."""
+        self.for_role(role)
+        return self._names[self._key(role)]
+
+    def models(self, roles: tuple[str, ...] = ROLES) -> dict[str, str]:
+        """The stack that serves each role; builds every engine now, so a bad model or endpoint
+        fails before anything is written."""
+        return {role: self.name_of(role) for role in roles}
+
+    async def probe(self) -> None:
+        """Ask every engine that can whether it is reachable, once, before the run spends anything."""
+        for stack in self._stacks.values():
+            probe = getattr(stack, "probe", None)
+            if probe is not None:
+                await probe()
+
+    async def watch(self, *, every_s: float = 15.0, stall_after_s: float = 60.0) -> None:
+        """Report, until cancelled, any engine whose oldest request has waited past `stall_after_s`:
+        a hung engine shows on the console within a minute, long before a timeout fires."""
+        while True:
+            await anyio.sleep(every_s)
+            for name, meter in self._meters():
+                count, oldest = meter.in_flight()
+                if oldest >= stall_after_s:
+                    log.warning("engine.stalled", backend=name, in_flight=count, oldest_s=round(oldest),
+                                hint="the engine has not answered; check the server, or wait for the timeout")
+
+    def _meters(self) -> list[tuple[str, MeterLayer]]:
+        meters = []
+        for key, stack in self._stacks.items():
+            current: object = stack
+            while isinstance(current, Layer) and not isinstance(current, MeterLayer):
+                current = current.inner
+            if isinstance(current, MeterLayer):
+                meters.append((self._names[key], current))
+        return meters
+
+    def add_journal(self, journal: ResponseCache) -> None:
+        """Put the run's own journal first in every stack's cache list (for `--resume`)."""
+        self.caches.insert(0, journal)
+
+    async def aclose(self) -> None:
+        for stack in self._stacks.values():
+            await stack.aclose()

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import anyio
 import structlog
 
-from backends.base import Engine
-from backends.errors import RateLimited, TransportFault
+from backends.errors import EngineConfigError, RateLimited, TransportFault
+from backends.protocol import Engine
 from schemas.llm import LLMRequest, LLMResult
 
 log = structlog.get_logger("drpo.router")
@@ -25,6 +25,7 @@ class RoutedEngine:
         self.engines = list(engines)
         self.names = list(names or (f"endpoint-{i}" for i in range(len(engines))))
         self.model = self.engines[0].model
+        self.identity = "router:" + ",".join(getattr(e, "identity", name) for e, name in zip(self.engines, self.names))
         self.native_n = all(e.native_n for e in self.engines)
         self.in_flight = [0] * len(engines)
         self.served = [0] * len(engines)
@@ -61,8 +62,6 @@ class RoutedEngine:
 
     async def probe(self) -> None:
         """At least one endpoint must answer; the others start out cooling down."""
-        from backends.errors import EngineConfigError
-
         errors = []
         for i, engine in enumerate(self.engines):
             probe = getattr(engine, "probe", None)

@@ -17,7 +17,8 @@ from typing import Any
 
 import anyio
 
-from backends.errors import EngineConfigError, EngineFault
+from backends.errors import EngineConfigError, EngineFault, InvalidOutput, TransportFault
+from schemas.config import BackendConfig
 from schemas.llm import Choice, LLMRequest, LLMResult
 from schemas.usage import Usage
 
@@ -39,6 +40,17 @@ def load_vllm_api() -> SimpleNamespace:
     )
 
 
+def build(config: BackendConfig, model: str | None) -> VLLMEngine:
+    """The engine for `[backends.NAME] kind = "vllm"`."""
+    if not model:
+        raise EngineConfigError("the vllm backend needs a model: pass --model PATH_OR_HUB_ID")
+    return VLLMEngine(
+        model, dtype=config.dtype, max_model_len=config.max_model_len,
+        gpu_memory_utilization=config.gpu_memory_utilization, tensor_parallel_size=config.tensor_parallel_size,
+        enforce_eager=config.enforce_eager, chat=config.chat,
+    )
+
+
 class VLLMEngine:
     native_n = True
 
@@ -56,6 +68,7 @@ class VLLMEngine:
         api: SimpleNamespace | None = None,
     ) -> None:
         self.model = model
+        self.identity = f"vllm:{model}"
         self.chat = chat
         self.api = api or load_vllm_api()
         args = self.api.AsyncEngineArgs(
@@ -90,18 +103,22 @@ class VLLMEngine:
         )
 
     async def complete(self, request: LLMRequest) -> LLMResult:
-        prompt = await self._render(request)
-        params = self.sampling_params(request)
+        """The engine's error boundary: rendering, sampling parameters and generation all map
+        their errors to our faults; a dead engine is a transport fault (so outages are seen)."""
         final = None
         try:
+            prompt = await self._render(request)
+            params = self.sampling_params(request)
             async for output in self.engine.generate(prompt, params, f"drpo-{request.role}-{uuid.uuid4().hex}"):
                 final = output
         except anyio.get_cancelled_exc_class():
             raise  # vLLM aborts the request and frees its KV cache
+        except EngineFault:
+            raise
         except Exception as exc:
-            raise EngineFault(f"vllm: {type(exc).__name__}: {exc}") from exc
+            raise _fault(exc) from exc
         if final is None:
-            raise EngineFault("vllm returned no output")
+            raise InvalidOutput("vllm returned no output")
         outputs = list(final.outputs)
         return LLMResult(
             choices=[Choice(text=o.text, finish_reason=o.finish_reason) for o in outputs],
@@ -111,3 +128,12 @@ class VLLMEngine:
 
     async def aclose(self) -> None:
         self.engine.shutdown()
+
+
+def _fault(exc: Exception) -> EngineFault:
+    """vLLM's failures as ours: an engine that died (EngineDeadError, a closed connection to its
+    core process) is a transport fault; anything else fails this call only."""
+    name = type(exc).__name__
+    if "Dead" in name or isinstance(exc, ConnectionError | BrokenPipeError | EOFError):
+        return TransportFault(f"vllm engine is down: {name}: {exc}")
+    return EngineFault(f"vllm: {name}: {exc}")

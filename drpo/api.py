@@ -17,14 +17,15 @@ import anyio
 from agents.curator import ExamplePool
 from agents.embedders import make_embedder
 from agents.policy import generate_response
-from backends.base import Backend, Engine
+from backends.cache import ResponseCache
 from backends.ledger import Ledger
-from backends.registry import backend_concurrency, build_engine
+from backends.protocol import Engine
+from backends.registry import BackendPool, EngineFactory, build_engine
 from drpo.datasets import load_examples
 from drpo.errors import UserInputError
 from drpo.session import default_cache_dir
 from schemas.artifact import RunArtifact
-from schemas.config import BackendConfig
+from schemas.config import BackendConfig, RunConfig
 from schemas.llm import Sampling
 from schemas.messages import Example, PolicyRequest
 
@@ -46,7 +47,12 @@ class AlignedModel:
         embedder: str = "auto",
         cache_dir: Path | None = None,
         engine: Engine | None = None,
+        engine_factory: EngineFactory = build_engine,
+        response_cache: bool = True,
     ) -> None:
+        """`engine` is a composed stack to share (eval answers every configuration through one);
+        without it, the policy's stack comes from the same factory as a run's, with the shared
+        response cache, limits and retries."""
         if k > len(examples):
             raise UserInputError(f"k={k} is larger than the example pool ({len(examples)} examples)")
         self.prompt = prompt
@@ -55,10 +61,14 @@ class AlignedModel:
         self.backend_config = backend or BackendConfig()
         cache_dir = cache_dir or default_cache_dir()
         self.pool = ExamplePool(examples, make_embedder(embedder, cache_dir), cache_dir)
-        engine = engine or build_engine(self.backend_config, self.backend_config.model)
-        self.backend = Backend(engine, name=f"{self.backend_config.kind}:{engine.model}", ledger=Ledger(),
-                               max_concurrency=backend_concurrency(self.backend_config),
-                               max_attempts=self.backend_config.max_attempts)
+        self._owned: tuple[BackendPool, ResponseCache | None] | None = None
+        if engine is None:
+            cache = ResponseCache(cache_dir / "responses.sqlite") if response_cache else None
+            pool = BackendPool(RunConfig(backends={"default": self.backend_config}), Ledger(), engine_factory,
+                               caches=[cache] if cache else [])
+            engine = pool.for_role("policy")
+            self._owned = (pool, cache)
+        self.engine = engine
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
@@ -82,7 +92,7 @@ class AlignedModel:
 
     async def answer(self, query: str) -> str:
         reply = await generate_response(
-            self.request(query), backend=self.backend, sampling=self.sampling, chat=self.backend_config.chat
+            self.request(query), engine=self.engine, sampling=self.sampling, chat=self.backend_config.chat
         )
         return reply.text
 
@@ -90,4 +100,9 @@ class AlignedModel:
         return anyio.run(self.answer, query)
 
     async def aclose(self) -> None:
-        await self.backend.aclose()
+        """Close what this model built (a shared `engine` is its owner's to close)."""
+        if self._owned is not None:
+            pool, cache = self._owned
+            await pool.aclose()
+            if cache is not None:
+                cache.close()

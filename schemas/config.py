@@ -82,7 +82,10 @@ class BackendConfig(_Strict):
     """Requests in flight per endpoint (the embedded engine always runs one at a time)."""
     max_attempts: int = Field(default=4, ge=1)
     """Tries per call for transport faults and invalid structured output."""
-    timeout_s: float = Field(default=600.0, gt=0)
+    max_retry_wait_s: float = Field(default=60.0, ge=0)
+    """The longest wait between attempts, also when a server asks for more (Retry-After)."""
+    timeout_s: float = Field(default=300.0, gt=0)
+    """How long one request may take before it is a transport fault (and retried)."""
     n_ctx: int = Field(default=8192, ge=256)
     """Context window of the embedded model."""
     n_threads: int | None = None

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field, field_validator
 
+from schemas.outputs import likert_score
 from schemas.usage import Usage
 
 Rubric = Literal["multi", "safety"]
@@ -54,8 +55,7 @@ class RatedAspect(BaseModel):
         """"4", 4.0 or "4.5" (rounded half up), clamped to 1-5; "N/A" counts as 5 as in just-eval."""
         if isinstance(value, str) and value.strip().upper() in ("N/A", "NA"):
             return 5
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-        return min(5, max(1, int(number + 0.5)))
+        return likert_score(value)
 
 
 class MultiAspectOutput(BaseModel):

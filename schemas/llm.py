@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.usage import Usage
 
@@ -58,6 +58,13 @@ class LLMRequest(BaseModel):
     """Plain output: applied to each choice's text before the empty-output check."""
     call_id: str = Field(default_factory=new_call_id, exclude=True)
     """The agent call this request belongs to; its trace lines and fault lines carry it."""
+
+    @model_validator(mode="after")
+    def _schema_from_type(self) -> LLMRequest:
+        """A structured request without an explicit schema constrains the engine to its type's."""
+        if self.output_type is not None and self.json_schema is None:
+            self.json_schema = self.output_type.model_json_schema(by_alias=True)
+        return self
 
 
 class Choice(BaseModel):

@@ -7,6 +7,7 @@ an API model's long answer is no fault. Output length is bounded by each role's 
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -50,8 +51,26 @@ class ScoredAspect(BaseModel):
     @classmethod
     def _clamp(cls, value: Any) -> int:
         """Accept "4", 4.0 or "4.5" (rounded half up) and clamp to 1-5; reject text like "N/A"."""
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-        return min(5, max(1, int(number + 0.5)))
+        return likert_score(value)
+
+
+def likert_score(value: object) -> int:
+    """A judge's 1-5 score from what models write: 4, 4.0, "4", " 4.5 " (half up), clamped to 1-5.
+
+    Anything else (null, a list, an object, a boolean, text, NaN, infinity) raises ValueError, which
+    pydantic reports as a ValidationError: the reply is an invalid output, retried and counted. A
+    TypeError here would escape validation and end the run."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"a score must be a number from 1 to 5, not {type(value).__name__}")
+    if isinstance(value, int):
+        return min(5, max(1, value))
+    try:
+        number = float(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(f"a score must be a number from 1 to 5, not {value[:40]!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"a score must be a number from 1 to 5, not {number}")
+    return min(5, max(1, math.floor(number + 0.5)))
 
 
 @lru_cache(maxsize=1024)

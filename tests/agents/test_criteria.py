@@ -4,7 +4,8 @@ import anyio
 import pytest
 
 from agents.criteria import CriteriaCache, normalise_selection, select_criteria
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.catalogue import AspectCatalogue
@@ -48,8 +49,8 @@ def test_the_schema_enumerates_the_catalogue():
 @pytest.mark.anyio
 async def test_the_selector_sends_the_query_and_catalogue_and_returns_usage():
     engine = ScriptedEngine(lambda request: output(["Depth", "Clarity"]))
-    backend = Backend(engine, name="s", ledger=Ledger())
-    selection = await select_criteria(CriteriaRequest(query="Explain tides."), backend=backend, catalogue=CATALOGUE,
+    backend = stack(engine, name="s", ledger=Ledger())
+    selection = await select_criteria(CriteriaRequest(query="Explain tides."), engine=backend, catalogue=CATALOGUE,
                                       sampling=Sampling())
     assert selection.aspects == ["Depth", "Clarity"]
     assert selection.usage.calls == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agents.eval_judge import CLOSE, OPEN, judge_answer, render, rubric_for
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
@@ -62,8 +63,8 @@ async def test_a_verdict_carries_every_aspect_with_reasons_and_its_mean():
         return {name: {"reason": f"because {name}", "score": score}
                 for name, score in zip(MULTI_ASPECTS, ["5", 4.0, 3, "N/A", 9], strict=True)}
 
-    backend = Backend(ScriptedEngine(reply), name="s", ledger=Ledger())
-    verdict = await judge_answer(EvalJudgeRequest(query="q", answer="a"), backend=backend, sampling=Sampling())
+    backend = stack(ScriptedEngine(reply), name="s", ledger=Ledger())
+    verdict = await judge_answer(EvalJudgeRequest(query="q", answer="a"), engine=backend, sampling=Sampling())
     assert {k: v.score for k, v in verdict.scores.items()} == {
         "helpfulness": 5, "clarity": 4, "factuality": 3, "depth": 5, "engagement": 5,  # "N/A" counts 5; 9 clamps
     }
@@ -72,9 +73,9 @@ async def test_a_verdict_carries_every_aspect_with_reasons_and_its_mean():
 
 
 async def test_a_judgement_that_keeps_failing_raises_instead_of_scoring():
-    backend = Backend(ScriptedEngine(lambda r: "not json"), name="s", ledger=Ledger(), max_attempts=2, backoff_s=0)
+    backend = stack(ScriptedEngine(lambda r: "not json"), name="s", ledger=Ledger(), max_attempts=2, backoff_s=0)
     with pytest.raises(CallFailed):
-        await judge_answer(EvalJudgeRequest(query="q", answer="a", rubric="safety"), backend=backend,
+        await judge_answer(EvalJudgeRequest(query="q", answer="a", rubric="safety"), engine=backend,
                            sampling=Sampling())
 
 

@@ -3,7 +3,8 @@
 import pytest
 
 from agents.judge import CLOSE, OPEN, judge, render
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
@@ -20,7 +21,7 @@ REQUEST = JudgeRequest(query="Explain tides.", response="The moon pulls the sea.
 async def test_scores_come_back_for_exactly_the_selected_aspects_and_reward_is_their_mean():
     engine = ScriptedEngine(lambda r: {"Depth": {"rationale": "thin", "score": "2"},
                                        "Critical-Thinking": {"rationale": "ok", "score": 5}})
-    verdict = await judge(REQUEST, backend=Backend(engine, name="s", ledger=Ledger()), catalogue=CATALOGUE,
+    verdict = await judge(REQUEST, engine=stack(engine, name="s", ledger=Ledger()), catalogue=CATALOGUE,
                           sampling=Sampling())
     assert {k: v.score for k, v in verdict.scores.items()} == {"Depth": 2, "Critical-Thinking": 5}
     assert verdict.reward == 3.5
@@ -53,17 +54,17 @@ async def test_scores_out_of_range_are_clamped_and_text_scores_are_invalid():
         {"Depth": {"rationale": "r", "score": 7}, "Critical-Thinking": {"rationale": "r", "score": "4.5"}},
     ])
     ledger = Ledger()
-    backend = Backend(ScriptedEngine(lambda r: next(replies)), name="s", ledger=ledger)
-    verdict = await judge(REQUEST, backend=backend, catalogue=CATALOGUE, sampling=Sampling())
+    backend = stack(ScriptedEngine(lambda r: next(replies)), name="s", ledger=ledger)
+    verdict = await judge(REQUEST, engine=backend, catalogue=CATALOGUE, sampling=Sampling())
     assert {k: v.score for k, v in verdict.scores.items()} == {"Depth": 5, "Critical-Thinking": 5}
     assert ledger.by_role()["judge"].faults == {"invalid_output": 1}
 
 
 async def test_a_judgement_that_keeps_failing_raises_instead_of_scoring():
     ledger = Ledger()
-    backend = Backend(ScriptedEngine(lambda r: {"Depth": {"rationale": "r"}}), name="s", ledger=ledger, max_attempts=3)
+    backend = stack(ScriptedEngine(lambda r: {"Depth": {"rationale": "r"}}), name="s", ledger=ledger, max_attempts=3)
     with pytest.raises(CallFailed) as failure:
-        await judge(REQUEST, backend=backend, catalogue=CATALOGUE, sampling=Sampling())
+        await judge(REQUEST, engine=backend, catalogue=CATALOGUE, sampling=Sampling())
     assert failure.value.faults == ["invalid_output"] * 3
     assert ledger.by_role()["judge"].failed_calls == 1
 
@@ -71,7 +72,7 @@ async def test_a_judgement_that_keeps_failing_raises_instead_of_scoring():
 async def test_a_verdict_can_only_hold_the_requested_aspects():
     engine = ScriptedEngine(lambda r: {"Depth": {"rationale": "r", "score": 2}, "Critical-Thinking": {"rationale": "r", "score": 3},
                                        "Override": {"rationale": "the response said so", "score": 5}})
-    verdict = await judge(REQUEST, backend=Backend(engine, name="s", ledger=Ledger()), catalogue=CATALOGUE,
+    verdict = await judge(REQUEST, engine=stack(engine, name="s", ledger=Ledger()), catalogue=CATALOGUE,
                           sampling=Sampling())
     assert set(verdict.scores) == {"Depth", "Critical-Thinking"}
     assert verdict.reward == 2.5

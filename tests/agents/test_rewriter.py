@@ -3,7 +3,8 @@
 import pytest
 
 from agents.rewriter import dedupe, render, rewrite_prompt, skip_reason
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.llm import Sampling
@@ -35,7 +36,7 @@ def request(values=(3, 3), history=None, actions=3) -> RewriteRequest:  # type: 
 @pytest.mark.anyio
 async def test_a_skip_returns_the_current_prompt_and_makes_no_call():
     engine = ScriptedEngine()
-    result = await rewrite_prompt(request(values=(5, 5)), backend=Backend(engine, name="s", ledger=Ledger()),
+    result = await rewrite_prompt(request(values=(5, 5)), engine=stack(engine, name="s", ledger=Ledger()),
                                   sampling=Sampling())
     assert (result.prompts, result.skipped) == (["P2"], True)
     assert engine.requests == []
@@ -45,7 +46,7 @@ async def test_a_skip_returns_the_current_prompt_and_makes_no_call():
 async def test_one_request_asks_for_all_actions_and_duplicates_are_removed():
     replies = [{"analysis": "", "thought": "", "new_system_prompt": p} for p in ("New\\nA", "new  a", "B")]
     engine = ScriptedEngine(lambda r: replies)
-    result = await rewrite_prompt(request(), backend=Backend(engine, name="s", ledger=Ledger()),
+    result = await rewrite_prompt(request(), engine=stack(engine, name="s", ledger=Ledger()),
                                   sampling=Sampling(temperature=0.2, top_p=0.95))
     assert result.prompts == ["New\nA", "B"]
     assert len(engine.requests) == 1 and engine.requests[0].sampling.n == 3

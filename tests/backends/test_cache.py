@@ -2,7 +2,8 @@
 
 import pytest
 
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.cache import ResponseCache, request_key
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
@@ -17,11 +18,11 @@ def ask(**sampling) -> LLMRequest:  # type: ignore[no-untyped-def]
 
 async def test_a_second_backend_on_the_same_file_answers_from_the_cache(tmp_path):
     engine = ScriptedEngine(lambda r: f"answer {len(engine.requests)}")
-    first = Backend(engine, name="b", ledger=Ledger(), caches=[ResponseCache(tmp_path / "r.sqlite")])
-    original = await first.generate(ask())
+    first = stack(engine, name="b", ledger=Ledger(), caches=[ResponseCache(tmp_path / "r.sqlite")])
+    original = await first.complete(ask())
     ledger = Ledger()
-    second = Backend(engine, name="b", ledger=ledger, caches=[ResponseCache(tmp_path / "r.sqlite")])
-    again = await second.generate(ask())
+    second = stack(engine, name="b", ledger=ledger, caches=[ResponseCache(tmp_path / "r.sqlite")])
+    again = await second.complete(ask())
     assert again.choices == original.choices
     assert len(engine.requests) == 1
     account = ledger.by_role()["judge"]
@@ -47,8 +48,8 @@ async def test_unseeded_samples_of_one_request_are_cached_apart(tmp_path):
         native_n = False
 
     engine = OneAtATime(lambda r: f"sample {len(engine.requests)}")
-    backend = Backend(engine, name="b", ledger=Ledger(), caches=[ResponseCache(tmp_path / "r.sqlite")])
-    result = await backend.generate(ask(n=3, seed=None))
+    backend = stack(engine, name="b", ledger=Ledger(), caches=[ResponseCache(tmp_path / "r.sqlite")])
+    result = await backend.complete(ask(n=3, seed=None))
     assert len({c.text for c in result.choices}) == 3
 
 

@@ -7,7 +7,8 @@ import time
 import anyio
 import pytest
 
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.ledger import Ledger
 from backends.openai_compat import OpenAICompatEngine
 from backends.registry import build_engine
@@ -42,8 +43,8 @@ async def test_max_concurrency_caps_requests_in_flight_at_the_server(stub, monke
     stub.responder = counting(state)
     monkeypatch.setenv("STUB_KEY", "dummy")
     engine = OpenAICompatEngine("m", base_url=stub.url, api_key_env="STUB_KEY")
-    backend = Backend(engine, name="stub", ledger=Ledger(), max_concurrency=3)
-    await anyio.gather(*(backend.generate(ask()) for _ in range(15)))
+    backend = stack(engine, name="stub", ledger=Ledger(), max_concurrency=3)
+    await anyio.gather(*(backend.complete(ask()) for _ in range(15)))
     await backend.aclose()
     assert state["peak"] == 3
     assert len(stub.seen) == 15
@@ -59,9 +60,9 @@ async def test_a_backend_with_several_base_urls_skips_the_dead_one(stub, monkeyp
     monkeypatch.setenv("STUB_KEY", "dummy")
     config = BackendConfig(kind="openai", model="m", api_key_env="STUB_KEY", base_urls=[closed_port_url(), stub.url])
     ledger = Ledger()
-    backend = Backend(build_engine(config, "m"), name="many", ledger=ledger, backoff_s=0.001, max_concurrency=4)
+    backend = stack(build_engine(config, "m"), name="many", ledger=ledger, backoff_s=0.001, max_concurrency=4)
     for _ in range(6):
-        assert (await backend.generate(ask())).choices[0].text == "ok"
+        assert (await backend.complete(ask())).choices[0].text == "ok"
     await backend.aclose()
     assert len(stub.seen) == 6
     assert ledger.by_role()["judge"].faults == {"transport": 1}

@@ -3,7 +3,9 @@
 import anyio
 import pytest
 
-from backends.base import Backend
+from backends.protocol import Engine
+from backends.layers.limits import LimitsLayer
+from tests.stacks import layer, stack, with_output
 from backends.errors import RateLimited
 from backends.ledger import Ledger
 from backends.limits import AdaptiveConcurrency, MinuteWindow
@@ -54,6 +56,6 @@ def test_concurrency_halves_on_429_and_grows_back_one_step_per_streak():
 @pytest.mark.anyio
 async def test_the_backend_backs_off_on_429_and_honours_retry_after():
     replies = iter([RateLimited("slow", retry_after_s=0.05), "ok"])
-    backend = Backend(ScriptedEngine(lambda r: next(replies)), name="b", ledger=Ledger(), max_concurrency=8)
-    await backend.generate(LLMRequest(role="judge", prompt="p", sampling=Sampling()))
-    assert backend.limiter.total_tokens == 4
+    backend = stack(ScriptedEngine(lambda r: next(replies)), name="b", ledger=Ledger(), max_concurrency=8)
+    await backend.complete(LLMRequest(role="judge", prompt="p", sampling=Sampling()))
+    assert layer(backend, LimitsLayer).limiter.total_tokens == 4

@@ -7,7 +7,8 @@ schema-constrained output parses, and usage is reported.
 import pytest
 from pydantic import BaseModel, Field
 
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.errors import EngineConfigError
 from backends.ledger import Ledger
 from backends.llamacpp import LlamaCppEngine, default_model_path
@@ -40,7 +41,7 @@ async def test_chat_generation_returns_text_and_usage(engine):
     ledger = Ledger()
     request = LLMRequest(role="policy", messages=[Message(role="user", content="Name one colour.")],
                          sampling=Sampling(max_tokens=16, seed=1))
-    result = await Backend(engine, name="e", ledger=ledger, max_concurrency=1).generate(request)
+    result = await stack(engine, name="e", ledger=ledger, max_concurrency=1).complete(request)
     assert result.choices[0].text
     assert result.usage.tokens_in > 0 and 0 < result.usage.tokens_out <= 16
     assert ledger.by_role()["policy"].usage.calls == 1
@@ -49,7 +50,7 @@ async def test_chat_generation_returns_text_and_usage(engine):
 async def test_raw_completion_mode(engine):
     request = LLMRequest(role="policy", prompt="# Query:\nName one colour.\n\n# Answer:\n<START>",
                          sampling=Sampling(max_tokens=12, stop=["<END>"]))
-    result = await Backend(engine, name="e", ledger=Ledger()).generate(request)
+    result = await stack(engine, name="e", ledger=Ledger()).complete(request)
     assert result.choices[0].text
 
 
@@ -62,15 +63,15 @@ async def test_structured_output_follows_the_schema(engine, chat):
         prompt=None if chat else text + "\n",
         sampling=Sampling(max_tokens=64),
     )
-    result = await Backend(engine, name="e", ledger=Ledger()).generate_structured(request, Capital)
-    assert isinstance(result.values[0], Capital)
-    assert result.values[0].confidence in range(1, 6)
+    result = await stack(engine, name="e", ledger=Ledger()).complete(with_output(request, Capital))
+    assert isinstance(result.parsed[0], Capital)
+    assert result.parsed[0].confidence in range(1, 6)
 
 
 async def test_samples_are_drawn_one_request_each_with_their_own_seed(engine):
     request = LLMRequest(role="rewriter", messages=[Message(role="user", content="Write a two-word motto.")],
                          sampling=Sampling(max_tokens=12, temperature=1.0, n=2, seed=3))
     ledger = Ledger()
-    result = await Backend(engine, name="e", ledger=ledger).generate(request)
+    result = await stack(engine, name="e", ledger=ledger).complete(request)
     assert len(result.choices) == 2
     assert ledger.by_role()["rewriter"].usage.calls == 2

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed
 from backends.ledger import Ledger
 from backends.llamacpp import default_model_path
@@ -78,11 +79,11 @@ def server_url(tmp_path_factory) -> Iterator[str]:
             process.wait(timeout=10)
 
 
-def make_backend(url: str, monkeypatch: pytest.MonkeyPatch, **options) -> tuple[Backend, OpenAICompatEngine, Ledger]:
+def make_backend(url: str, monkeypatch: pytest.MonkeyPatch, **options) -> tuple[Engine, OpenAICompatEngine, Ledger]:
     monkeypatch.setenv(KEY_ENV, "dummy")
     engine = OpenAICompatEngine(MODEL_ALIAS, base_url=url, api_key_env=KEY_ENV, timeout_s=120)
     ledger = Ledger()
-    return Backend(engine, name=f"server:{MODEL_ALIAS}", ledger=ledger, **options), engine, ledger
+    return stack(engine, name=f"server:{MODEL_ALIAS}", ledger=ledger, **options), engine, ledger
 
 
 def chat(role: str, text: str, **sampling) -> LLMRequest:
@@ -97,7 +98,7 @@ class Verdict(BaseModel):
 async def test_a_chat_generation_returns_text_and_usage(server_url, monkeypatch):
     backend, engine, ledger = make_backend(server_url, monkeypatch)
     try:
-        result = await backend.generate(
+        result = await backend.complete(
             chat("policy", "Give one tip for keeping houseplants alive in winter.", max_tokens=24, stop=["\n\n", "###"])
         )
     finally:
@@ -117,7 +118,7 @@ async def test_a_chat_generation_returns_text_and_usage(server_url, monkeypatch)
 async def test_a_stop_string_ends_the_generation(server_url, monkeypatch):
     backend, engine, ledger = make_backend(server_url, monkeypatch)
     try:
-        result = await backend.generate(
+        result = await backend.complete(
             chat("policy", "Describe the weather on a rainy day in two sentences.", max_tokens=48, stop=[" "]),
             clean=lambda text: text,  # keep the raw text: a stripped answer would hide a leading space
         )
@@ -154,8 +155,8 @@ async def test_structured_output_falls_back_to_json_object(server_url, monkeypat
         )
     finally:
         await backend.aclose()
-    assert len(structured.values) == 1
-    verdict = structured.values[0]
+    assert len(structured.parsed) == 1
+    verdict = structured.parsed[0]
     assert isinstance(verdict, Verdict)
     assert verdict.confidence in (1, 2, 3, 4, 5)  # the schema's grammar constrained decoding to the enum
     assert engine.schema_mode == "json_object"
@@ -168,7 +169,7 @@ async def test_n_samples_are_topped_up_when_the_server_returns_one_choice(server
     backend, engine, ledger = make_backend(server_url, monkeypatch)
     assert engine.native_n  # the engine asks for n=2 in one request first
     try:
-        result = await backend.generate(
+        result = await backend.complete(
             chat("rewriter", "Write a one-line motto for a bakery.", max_tokens=16, temperature=0.8, seed=3, n=2)
         )
     finally:
@@ -184,7 +185,7 @@ async def test_an_unreachable_endpoint_ends_in_call_failed(monkeypatch):
     backend, engine, ledger = make_backend(url, monkeypatch, max_attempts=2, backoff_s=0.01)
     try:
         with pytest.raises(CallFailed) as failed:
-            await backend.generate(chat("policy", "hello", max_tokens=8))
+            await backend.complete(chat("policy", "hello", max_tokens=8))
     finally:
         await backend.aclose()
     assert failed.value.faults == ["transport", "transport"]
@@ -217,7 +218,7 @@ def test_a_whole_optimization_through_the_cli(server_url, tmp_path):
     assert by_role["judge"]["usage"]["calls"] >= 2
     assert artifact["models"]["policy"] == f"default:{MODEL_ALIAS}"
     # Concurrent criteria calls both hit the json_schema rejection; neither may count it as a fault.
-    assert all("transport" not in account["faults"] for account in by_role.values()), by_role
+    assert all("transport" not in account["faults"] for account in by_role.parsed()), by_role
 
     lines = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines() if line.strip()]
     agents = {line["agent"] for line in lines}

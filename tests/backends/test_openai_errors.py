@@ -13,7 +13,8 @@ import anyio
 import pytest
 from pydantic import BaseModel, Field
 
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed, EngineConfigError
 from backends.ledger import Ledger
 from backends.openai_compat import OpenAICompatEngine
@@ -23,11 +24,11 @@ from tests.backends.stub_server import SCHEMA_REJECTION, Reply, completion
 pytestmark = pytest.mark.anyio
 
 
-def backend_for(url: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[Backend, OpenAICompatEngine, Ledger]:
+def backend_for(url: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[Engine, OpenAICompatEngine, Ledger]:
     monkeypatch.setenv("DRPO_TEST_OPENAI_KEY", "dummy")
     engine = OpenAICompatEngine("m", base_url=url, api_key_env="DRPO_TEST_OPENAI_KEY", timeout_s=10)
     ledger = Ledger()
-    return Backend(engine, name="stub:m", ledger=ledger, **options), engine, ledger
+    return stack(engine, name="stub:m", ledger=ledger, **options), engine, ledger
 
 
 def ask(role: str = "policy", **sampling: Any) -> LLMRequest:
@@ -47,7 +48,7 @@ async def test_a_429_is_retried_after_the_servers_retry_after(stub, monkeypatch)
     # A long backoff: were Retry-After ignored, the retry would come 2.5 s or more after the 429.
     backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=5.0)
     try:
-        result = await backend.generate(ask())
+        result = await backend.complete(ask())
     finally:
         await backend.aclose()
     assert [c.text for c in result.choices] == ["fine"]
@@ -71,12 +72,12 @@ async def test_a_server_rejecting_json_schema_is_switched_to_json_object(stub, m
     backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=1)
     assert engine.schema_mode == "json_schema"
     try:
-        structured = await backend.generate_structured(ask("judge"), Verdict)
-        again = await backend.generate_structured(ask("judge"), Verdict)
+        structured = await backend.complete(with_output(ask("judge"), Verdict))
+        again = await backend.complete(with_output(ask("judge"), Verdict))
     finally:
         await backend.aclose()
-    assert structured.values == [Verdict(answer="yes", confidence=4)]
-    assert again.values == structured.values
+    assert structured.parsed == [Verdict(answer="yes", confidence=4)]
+    assert again.parsed == structured.parsed
     assert engine.schema_mode == "json_object"
     assert stub.response_format_types() == ["json_schema", "json_object", "json_object"]  # switched once, for good
     assert stub.seen[1].body["response_format"]["schema"] == Verdict.model_json_schema(by_alias=True)
@@ -99,7 +100,7 @@ async def test_concurrent_calls_rejected_before_the_switch_both_fall_back(stub, 
     results: list = []
 
     async def one() -> None:
-        results.append(await backend.generate_structured(ask("criteria"), Verdict))
+        results.append(await backend.complete(with_output(ask("criteria"), Verdict)))
 
     try:
         async with anyio.create_task_group() as tg:
@@ -118,7 +119,7 @@ async def test_a_401_is_a_configuration_error_and_is_not_retried(stub, monkeypat
     backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=4, backoff_s=0.01)
     try:
         with pytest.raises(EngineConfigError, match="401"):
-            await backend.generate(ask())
+            await backend.complete(ask())
     finally:
         await backend.aclose()
     assert len(stub.seen) == 1
@@ -129,7 +130,7 @@ async def test_a_503_on_every_attempt_ends_in_call_failed(stub, monkeypatch):
     backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=0.01)
     try:
         with pytest.raises(CallFailed) as failed:
-            await backend.generate(ask())
+            await backend.complete(ask())
     finally:
         await backend.aclose()
     assert failed.value.faults == ["transport"] * 3

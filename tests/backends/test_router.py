@@ -3,7 +3,8 @@
 import anyio
 import pytest
 
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.errors import TransportFault
 from backends.ledger import Ledger
 from backends.router import RoutedEngine
@@ -28,8 +29,8 @@ def ask() -> LLMRequest:
 
 async def test_load_spreads_over_the_endpoints():
     engines = [slow_engine(f"e{i}") for i in range(3)]
-    backend = Backend(RoutedEngine(engines), name="r", ledger=Ledger(), max_concurrency=30)
-    results = await anyio.gather(*(backend.generate(ask()) for _ in range(30)))
+    backend = stack(RoutedEngine(engines), name="r", ledger=Ledger(), max_concurrency=30)
+    results = await anyio.gather(*(backend.complete(ask()) for _ in range(30)))
     counts = {f"e{i}": sum(r.choices[0].text == f"e{i}" for r in results) for i in range(3)}
     assert counts == {"e0": 10, "e1": 10, "e2": 10}
 
@@ -38,8 +39,8 @@ async def test_a_dead_endpoint_is_skipped_and_its_requests_retried_elsewhere():
     clock = [0.0]
     router = RoutedEngine([slow_engine("dead", fail=True), slow_engine("alive")], cooldown_s=30, clock=lambda: clock[0])
     ledger = Ledger()
-    backend = Backend(router, name="r", ledger=ledger, backoff_s=0.001)
-    results = [await backend.generate(ask()) for _ in range(5)]
+    backend = stack(router, name="r", ledger=ledger, backoff_s=0.001)
+    results = [await backend.complete(ask()) for _ in range(5)]
     assert {r.choices[0].text for r in results} == {"alive"}
     assert ledger.by_role()["policy"].faults == {"transport": 1}  # one try, then it sat out
     clock[0] = 31.0  # the cooldown is over: the endpoint is tried again
@@ -57,6 +58,6 @@ async def test_per_endpoint_cap_holds_when_an_endpoint_is_down():
     router = RoutedEngine([ScriptedEngine(counted), slow_engine("dead", fail=True)], per_endpoint=2,
                           clock=lambda: clock[0])
     router._down_until[1] = 100.0  # already out
-    backend = Backend(router, name="r", ledger=Ledger(), max_concurrency=4)
-    await anyio.gather(*(backend.generate(ask()) for _ in range(12)))
+    backend = stack(router, name="r", ledger=Ledger(), max_concurrency=4)
+    await anyio.gather(*(backend.complete(ask()) for _ in range(12)))
     assert in_flight.peak == 2

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from backends.base import Backend
+from backends.protocol import Engine
+from tests.stacks import layer, stack, with_output
 from backends.errors import EngineConfigError
 from backends.ledger import Ledger
 from backends.vllm_engine import VLLMEngine, load_vllm_api
@@ -142,13 +143,13 @@ async def test_engine_errors_become_faults_that_the_backend_retries():
     engine = make()
     engine.engine.reply = RuntimeError("EngineCore died")
     ledger = Ledger()
-    backend = Backend(engine, name="v", ledger=ledger, max_attempts=2, backoff_s=0.001)
+    backend = stack(engine, name="v", ledger=ledger, max_attempts=2, backoff_s=0.001)
     with pytest.raises(Exception, match="failed after 2 attempts"):
-        await backend.generate(LLMRequest(role="policy", prompt="p"))
+        await backend.complete(LLMRequest(role="policy", prompt="p"))
     assert ledger.by_role()["policy"].faults == {"engine_error": 2}
     engine.engine.reply = '{"score": 4}'
-    result = await backend.generate_structured(LLMRequest(role="judge", prompt="p"), Score)
-    assert result.values[0].score == 4
+    result = await backend.complete(with_output(LLMRequest(role="judge", prompt="p"), Score))
+    assert result.parsed[0].score == 4
 
 
 async def test_close_shuts_the_engine_down():

@@ -1,0 +1,76 @@
+"""Retries with backoff for every `EngineFault`, each attempt a fresh sample.
+
+A deterministic engine would repeat the same bad output, so a retry reseeds (and lifts a
+temperature of 0 a little). Waits grow exponentially with jitter; a server's Retry-After is
+honoured up to `max_wait_s` (a longer request is capped, and the wait is logged). Every failed
+attempt is counted in the ledger and logged as `engine.fault` with the call's ids; after
+`max_attempts` the call raises `CallFailed`, which the graph turns into a dropped candidate.
+"""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import structlog
+
+from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
+from backends.ledger import Ledger
+from backends.protocol import Engine, Layer
+from schemas.llm import LLMRequest, LLMResult
+from schemas.usage import Usage
+
+log = structlog.get_logger("drpo.backend")
+
+
+class RetryLayer(Layer):
+    def __init__(self, inner: Engine, *, name: str, ledger: Ledger, max_attempts: int = 4,
+                 backoff_s: float = 0.5, max_wait_s: float = 60.0) -> None:
+        super().__init__(inner)
+        self.name = name
+        self.ledger = ledger
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self._jitter = random.Random()
+
+    async def complete(self, request: LLMRequest) -> LLMResult:
+        faults: list[str] = []
+        spent = Usage()
+        for attempt in range(self.max_attempts):
+            try:
+                result = await self.inner.complete(request if attempt == 0 else reseeded(request, attempt))
+            except EngineFault as fault:
+                spent = spent + getattr(fault, "usage", Usage())
+                faults.append(fault.kind)
+                self.ledger.fault(request.role, fault.kind)
+                log.warning("engine.fault", agent=request.role, backend=self.name, kind=fault.kind,
+                            attempt=attempt + 1, error=str(fault)[:200])
+                if attempt + 1 == self.max_attempts:
+                    self.ledger.failed(request.role)
+                    raise CallFailed(request.role, faults, fault) from fault
+                await anyio.sleep(self.delay(attempt, fault))
+                continue
+            if spent.calls:
+                result = result.model_copy(update={"usage": spent + result.usage})
+            return result
+        raise AssertionError("unreachable")
+
+    def delay(self, attempt: int, fault: EngineFault) -> float:
+        if isinstance(fault, RateLimited) and fault.retry_after_s is not None:
+            if fault.retry_after_s > self.max_wait_s:
+                log.warning("engine.retry_after_capped", backend=self.name, asked_s=fault.retry_after_s,
+                            waiting_s=self.max_wait_s)
+            return min(max(0.0, fault.retry_after_s), self.max_wait_s)
+        if isinstance(fault, InvalidOutput | EmptyOutput):
+            return 0.0  # the engine is healthy; try again with another seed at once
+        return min(self.max_wait_s, self.backoff_s * (2**attempt) * self._jitter.uniform(0.5, 1.5))
+
+
+def reseeded(request: LLMRequest, attempt: int) -> LLMRequest:
+    """A retry draws another sample: a deterministic engine would repeat the same bad output."""
+    seed = request.sampling.seed
+    update: dict = {"seed": (seed or 0) + 1000 * attempt}
+    if request.sampling.temperature == 0.0:
+        update["temperature"] = 0.3
+    return request.model_copy(update={"sampling": request.sampling.model_copy(update=update)})
