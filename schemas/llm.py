@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -63,8 +64,14 @@ class LLMRequest(BaseModel):
     def _schema_from_type(self) -> LLMRequest:
         """A structured request without an explicit schema constrains the engine to its type's."""
         if self.output_type is not None and self.json_schema is None:
-            self.json_schema = self.output_type.model_json_schema(by_alias=True)
+            self.json_schema = schema_of(self.output_type)
         return self
+
+
+@lru_cache(maxsize=256)
+def schema_of(output_type: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a structured output type, built once (shared: callers must not modify it)."""
+    return output_type.model_json_schema(by_alias=True)
 
 
 class Choice(BaseModel):

@@ -29,7 +29,8 @@ class CacheLayer(Layer):
         for cache in self.caches:
             if (hit := cache.get(key)) is not None:
                 self.ledger.cache_hit(request.role)
-                return hit.model_copy(update={"usage": Usage()})
+                hit.usage = Usage()  # a fresh object from the database: no call was made for it
+                return hit
         result = await self.inner.complete(request)
         for cache in self.caches:
             cache.put(key, result)

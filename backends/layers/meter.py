@@ -29,9 +29,9 @@ class MeterLayer(Layer):
             result = await self.inner.complete(request)
         finally:
             del self._started[ticket]
-        usage = result.usage.model_copy(update={"calls": 1, "latency_s": time.perf_counter() - started})
-        self.ledger.record(request.role, self.name, usage)
-        return result.model_copy(update={"usage": usage})
+        result.usage = result.usage.model_copy(update={"calls": 1, "latency_s": time.perf_counter() - started})
+        self.ledger.record(request.role, self.name, result.usage)
+        return result
 
     def in_flight(self) -> tuple[int, float]:
         """Requests at the engine now, and how long the oldest has waited (seconds)."""

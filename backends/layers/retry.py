@@ -52,7 +52,7 @@ class RetryLayer(Layer):
                 await anyio.sleep(self.delay(attempt, fault))
                 continue
             if spent.calls:
-                result = result.model_copy(update={"usage": spent + result.usage})
+                result.usage = spent + result.usage
             return result
         raise AssertionError("unreachable")
 

@@ -8,7 +8,8 @@
   `EmptyOutput` fault.
 
 A fault raised here carries the usage of the reply it rejects, so a call's account includes
-the attempts that were paid for and thrown away.
+the attempts that were paid for and thrown away. Like every layer, it annotates the result in
+place: a result is a fresh object that belongs to the one request it answers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from backends.errors import EmptyOutput, EngineFault, InvalidOutput, TruncatedOutput
 from backends.ledger import Ledger
 from backends.protocol import Engine, Layer
-from schemas.llm import LLMRequest, LLMResult
+from schemas.llm import Choice, LLMRequest, LLMResult
 
 _FENCE = re.compile(r"^```(?:json|JSON)?\s*|\s*```$")
 MAX_JSON_DEPTH = 64
@@ -96,11 +97,13 @@ class ValidationLayer(Layer):
             raise InvalidOutput("; ".join(errors) or "the reply held no choices")
         if errors:
             self.ledger.fault(request.role, InvalidOutput.kind)
-        return result.model_copy(update={"parsed": parsed})
+        result.parsed = parsed
+        return result
 
     def _plain(self, request: LLMRequest, result: LLMResult) -> LLMResult:
         clean = request.clean or str.strip
-        choices = [c.model_copy(update={"text": clean(c.text)}) for c in result.choices]
+        choices = [Choice(text=clean(c.text), finish_reason=c.finish_reason) for c in result.choices]
         if not any(c.text for c in choices):
             raise EmptyOutput("the engine returned no text")
-        return result.model_copy(update={"choices": choices})
+        result.choices = choices
+        return result
