@@ -16,8 +16,9 @@ from typing import Any
 import anyio
 
 from backends.errors import EngineConfigError, EngineFault
+from backends.templates import describe, jinja_renderer
 from schemas.config import BackendConfig
-from schemas.llm import Choice, LLMRequest, LLMResult
+from schemas.llm import Choice, LLMRequest, LLMResult, TemplateInfo, fold_system
 from schemas.usage import Usage
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,6 +54,7 @@ class LlamaCppEngine:
         self.n_threads = n_threads or os.cpu_count() or 1
         self._llama: Any = None
         self._lock = anyio.CapacityLimiter(1)
+        self._template: TemplateInfo | None = None
 
     def _load(self) -> Any:
         try:
@@ -69,6 +71,20 @@ class LlamaCppEngine:
                 raise EngineConfigError(f"llama.cpp cannot load {self.path}: {exc}; pass a valid --model PATH.gguf") from exc
         return self._llama
 
+    async def chat_template(self) -> TemplateInfo:
+        """The GGUF's `tokenizer.chat_template`: a model without one is prompted in completion mode."""
+        async with self._lock:
+            return await anyio.to_thread.run_sync(self._template_sync)
+
+    def _template_sync(self) -> TemplateInfo:
+        if self._template is None:
+            text = (self._load().metadata or {}).get("tokenizer.chat_template")
+            try:
+                self._template = describe(text, jinja_renderer(text) if text else lambda m: None)
+            except Exception:  # a template jinja cannot even compile: llama.cpp will not use it either
+                self._template = TemplateInfo(known=True, present=False)
+        return self._template
+
     async def complete(self, request: LLMRequest) -> LLMResult:
         async with self._lock:
             return await anyio.to_thread.run_sync(self._complete_sync, request)
@@ -83,9 +99,9 @@ class LlamaCppEngine:
             if request.messages is not None:
                 if request.json_schema is not None:
                     common["response_format"] = {"type": "json_object", "schema": request.json_schema}
-                out = llama.create_chat_completion(
-                    messages=[m.model_dump() for m in request.messages], **common
-                )
+                template = self._template_sync()
+                messages = request.messages if template.accepts_system else fold_system(request.messages)
+                out = llama.create_chat_completion(messages=[m.model_dump() for m in messages], **common)
                 choice = out["choices"][0]
                 text = choice["message"]["content"] or ""
             else:

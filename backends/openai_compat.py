@@ -31,7 +31,7 @@ from backends.errors import (
     TransportFault,
 )
 from schemas.config import BackendConfig
-from schemas.llm import Choice, LLMRequest, LLMResult
+from schemas.llm import Choice, LLMRequest, LLMResult, fold_system
 from schemas.usage import Usage
 
 _SCHEMA_REJECTED = ("json_schema", "response_format", "json_object")
@@ -43,7 +43,7 @@ def build(config: BackendConfig, model: str | None) -> OpenAICompatEngine | Any:
     """The engine for `[backends.NAME] kind = "openai"` (a router when `base_urls` lists several)."""
     if not model:
         raise EngineConfigError("the openai backend needs a model: pass --model NAME")
-    options = dict(api_key_env=config.api_key_env, chat=config.chat, timeout_s=config.timeout_s)
+    options = dict(api_key_env=config.api_key_env, timeout_s=config.timeout_s)
     if config.base_urls:
         from backends.router import RoutedEngine
 
@@ -62,7 +62,6 @@ class OpenAICompatEngine:
         *,
         base_url: str | None = None,
         api_key_env: str = "OPENAI_API_KEY",
-        chat: bool = True,
         timeout_s: float = 300.0,
     ) -> None:
         import openai
@@ -77,8 +76,9 @@ class OpenAICompatEngine:
         self.base_url = base_url
         self.identity = f"openai:{base_url.rstrip('/')}:{model}"
         """What the cache keys on: answers from another server are never served for this one."""
-        self.chat = chat
         self.schema_mode = "json_schema"
+        self.folds_system = False
+        """Set for good once the server's chat template rejected a system message."""
         self._key = api_key
         self._official = "api.openai.com" in base_url
         self._max_tokens_field = "max_completion_tokens" if self._official else "max_tokens"
@@ -106,31 +106,37 @@ class OpenAICompatEngine:
             return
 
     async def complete(self, request: LLMRequest) -> LLMResult:
-        sent_mode = self.schema_mode  # another call in flight may switch the mode before this one fails
-        try:
-            return await self._send(request)
-        except EngineFault as fault:
-            if request.json_schema is None or sent_mode != "json_schema" or not _rejects_schema(fault):
-                raise
-            self.schema_mode = "json_object"
-            return await self._send(request)
+        """Two things a server may reject once and for good: `json_schema` (then `json_object`
+        with a schema) and a system message (then it is folded into the first user turn)."""
+        sent_mode, sent_fold = self.schema_mode, self.folds_system  # calls in flight may switch first
+        for _ in range(3):
+            try:
+                return await self._send(request)
+            except EngineFault as fault:
+                if request.json_schema is not None and sent_mode == "json_schema" and _rejects_schema(fault):
+                    self.schema_mode = sent_mode = "json_object"
+                elif request.messages is not None and not sent_fold and _rejects_system(fault):
+                    self.folds_system = sent_fold = True
+                else:
+                    raise
+        return await self._send(request)
 
     async def _send(self, request: LLMRequest) -> LLMResult:
         params = self._params(request)
         with self._mapped_errors():
-            if request.messages is not None and self.chat:
+            if request.messages is not None:
                 if request.json_schema is not None:
                     params["response_format"] = self._response_format(request)
+                messages = fold_system(request.messages) if self.folds_system else request.messages
                 response = await self._client.chat.completions.create(
-                    messages=[m.model_dump() for m in request.messages], **params
+                    messages=[m.model_dump() for m in messages], **params
                 )
                 choices = [Choice(text=_text(c.message.content), finish_reason=c.finish_reason)
                            for c in _choices(response)]
             else:
                 if request.json_schema is not None:
                     params["extra_body"] = {"structured_outputs": {"json": request.json_schema}}
-                prompt = request.prompt if request.prompt is not None else _flatten(request)
-                response = await self._client.completions.create(prompt=prompt, **params)
+                response = await self._client.completions.create(prompt=request.prompt or "", **params)
                 choices = [Choice(text=_text(c.text), finish_reason=c.finish_reason) for c in _choices(response)]
             usage = getattr(response, "usage", None)
             return LLMResult(
@@ -228,8 +234,10 @@ def _rejects_schema(fault: EngineFault) -> bool:
     return status in (400, 422, 500) and any(word in str(fault) for word in _SCHEMA_REJECTED)
 
 
-def _flatten(request: LLMRequest) -> str:
-    return "\n\n".join(m.content for m in request.messages or [])
+def _rejects_system(fault: EngineFault) -> bool:
+    """A 4xx that complains about the system role (or about roles not alternating)."""
+    text = str(fault).lower()
+    return getattr(fault, "status", None) in (400, 422) and "system" in text and ("role" in text or "alternate" in text)
 
 
 def _retry_after(response: Any) -> float | None:

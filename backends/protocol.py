@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from schemas.llm import LLMRequest, LLMResult
+from schemas.llm import LLMRequest, LLMResult, TemplateInfo
 
 
 @runtime_checkable
@@ -57,6 +57,11 @@ class Layer:
         probe = getattr(self.inner, "probe", None)
         if probe is not None:
             await probe()
+
+    async def chat_template(self) -> TemplateInfo:
+        """What the bottom engine can see of its model's chat template (unknown if it cannot)."""
+        describe = getattr(self.inner, "chat_template", None)
+        return await describe() if describe is not None else TemplateInfo(known=False)
 
     @property
     def bottom(self) -> Engine:

@@ -19,7 +19,8 @@ import anyio
 
 from backends.errors import EngineConfigError, EngineFault, InvalidOutput, TransportFault
 from schemas.config import BackendConfig
-from schemas.llm import Choice, LLMRequest, LLMResult
+from backends.templates import describe
+from schemas.llm import Choice, LLMRequest, LLMResult, TemplateInfo, fold_system
 from schemas.usage import Usage
 
 
@@ -47,7 +48,7 @@ def build(config: BackendConfig, model: str | None) -> VLLMEngine:
     return VLLMEngine(
         model, dtype=config.dtype, max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization, tensor_parallel_size=config.tensor_parallel_size,
-        enforce_eager=config.enforce_eager, chat=config.chat,
+        enforce_eager=config.enforce_eager,
     )
 
 
@@ -64,12 +65,10 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
         enforce_eager: bool = False,
         seed: int = 0,
-        chat: bool = True,
         api: SimpleNamespace | None = None,
     ) -> None:
         self.model = model
         self.identity = f"vllm:{model}"
-        self.chat = chat
         self.api = api or load_vllm_api()
         args = self.api.AsyncEngineArgs(
             model=model, dtype=dtype, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
@@ -81,15 +80,34 @@ class VLLMEngine:
         except Exception as exc:  # bad model path, no GPU, out of memory: the run cannot start
             raise EngineConfigError(f"vLLM could not start {model!r}: {exc}") from exc
         self._tokenizer: Any = None
+        self._template: TemplateInfo | None = None
 
-    async def _render(self, request: LLMRequest) -> str:
-        if request.messages is None or not self.chat:
-            return request.prompt if request.prompt is not None else "\n\n".join(m.content for m in request.messages or [])
+    async def _get_tokenizer(self) -> Any:
         if self._tokenizer is None:
             tokenizer = self.engine.get_tokenizer()  # sync in recent releases, a coroutine in some older ones
             self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
-        messages = [m.model_dump() for m in request.messages]
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self._tokenizer
+
+    async def chat_template(self) -> TemplateInfo:
+        """The tokenizer's `chat_template`: a base model without one is prompted in completion mode."""
+        if self._template is None:
+            tokenizer = await self._get_tokenizer()
+            self._template = describe(getattr(tokenizer, "chat_template", None), lambda messages: (
+                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)))
+        return self._template
+
+    async def _render(self, request: LLMRequest) -> str:
+        """Raw text as it is (completion mode); chat messages through the model's template, the
+        system turn folded into the first user turn when the template rejects it, and joined as
+        plain text when the model has no template at all."""
+        if request.messages is None:
+            return request.prompt or ""
+        template = await self.chat_template()
+        if not template.present:
+            return "\n\n".join(m.content for m in request.messages)
+        messages = request.messages if template.accepts_system else fold_system(request.messages)
+        return self._tokenizer.apply_chat_template([m.model_dump() for m in messages], tokenize=False,
+                                                   add_generation_prompt=True)
 
     def sampling_params(self, request: LLMRequest) -> Any:
         s = request.sampling

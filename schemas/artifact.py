@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from schemas.config import RunConfig
@@ -26,6 +28,19 @@ class FinalNode(BaseModel):
     last_scores: dict[str, AspectScore] = Field(default_factory=dict)
 
 
+class PolicySetup(BaseModel):
+    """How the policy was prompted during optimization; `answer`, `eval` and `AlignedModel`
+    prompt it the same way, so the prompt answered under is the one that was optimized."""
+
+    mode: Literal["chat", "completion"] = "chat"
+    requested: str = "auto"
+    """The configured `policy_mode` (auto, chat or completion) that resolved to `mode`."""
+    template: str | None = None
+    """The fingerprint of the model's chat template, when the engine could see one."""
+    system_folded: bool = False
+    """The template rejects a system role: the prompt was folded into the first user turn."""
+
+
 class Accounting(BaseModel):
     total: Usage
     by_role: dict[str, RoleAccount]
@@ -45,6 +60,7 @@ class RunArtifact(BaseModel):
     examples_sha256: str = ""
     embedder: str = "lexical"
     """The embedder that retrieved examples during optimization."""
+    policy: PolicySetup = Field(default_factory=PolicySetup)
     config: RunConfig
     models: dict[str, str]
     """Backend and model serving each role."""

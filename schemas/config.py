@@ -7,6 +7,7 @@ here: a backend names the environment variable that holds its key.
 from __future__ import annotations
 
 import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,6 +16,8 @@ from schemas.llm import Sampling
 ROLES = ("policy", "criteria", "judge", "rewriter", "curator")
 """The paper's roles that call an engine. Other roles (a model-backed critic) declare themselves
 beside their agent and are bound with `[roles.NAME]` like these (graph/roles.py checks names)."""
+
+PolicyMode = Literal["auto", "chat", "completion"]
 
 BackendKind = str
 """An engine kind of the registry (backends/registry.py `ENGINES`): embedded, openai, vllm, ..."""
@@ -76,8 +79,28 @@ class BackendConfig(_Strict):
                 "(e.g. OPENAI_API_KEY), not the key itself; export the key and put its variable's name here"
             )
         return value
-    chat: bool = True
-    """Send chat messages (the model's chat template applies); false sends raw completion text."""
+    policy_mode: PolicyMode = "auto"
+    """How the policy (the model being aligned) is prompted: `chat` sends messages through the
+    model's chat template, `completion` sends the raw text (a base model, as the paper aligns),
+    `auto` is chat when the model has a chat template and completion when it has none (an HTTP
+    server's template cannot be seen: there `auto` means chat). Other roles are always chat."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_chat_flag(cls, data: Any) -> Any:
+        """`chat = false` (older configs) is `policy_mode = "completion"`."""
+        if isinstance(data, dict) and "chat" in data:
+            data = dict(data)
+            chat = data.pop("chat")
+            if not isinstance(chat, bool):
+                raise ValueError("chat must be true or false (or use policy_mode)")
+            data.setdefault("policy_mode", "chat" if chat else "completion")
+        return data
+
+    @property
+    def chat(self) -> bool:
+        """The policy is not forced into completion mode."""
+        return self.policy_mode != "completion"
     max_concurrency: int = Field(default=64, ge=1)
     """Requests in flight per endpoint (the embedded engine always runs one at a time)."""
     max_attempts: int = Field(default=4, ge=1)

@@ -74,6 +74,30 @@ def schema_of(output_type: type[BaseModel]) -> dict[str, Any]:
     return output_type.model_json_schema(by_alias=True)
 
 
+def fold_system(messages: list[Message]) -> list[Message]:
+    """Messages for a chat template that rejects a system role (Gemma, Mistral-Instruct v0.1):
+    the system text goes at the top of the first user turn, separated by a blank line."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    rest = [m for m in messages if m.role != "system"]
+    if not system:
+        return rest
+    if rest and rest[0].role == "user":
+        return [Message(role="user", content=f"{system}\n\n{rest[0].content}"), *rest[1:]]
+    return [Message(role="user", content=system), *rest]
+
+
+class TemplateInfo(BaseModel):
+    """What an engine can see of its model's chat template (drives `policy_mode = "auto"`)."""
+
+    known: bool
+    """False when the engine cannot see the template (an HTTP server applies its own)."""
+    present: bool = False
+    fingerprint: str | None = None
+    """A short hash of the template text, recorded in the artifact."""
+    accepts_system: bool = True
+    """False when the template rejects a system message: the engine folds it into the first user turn."""
+
+
 class Choice(BaseModel):
     text: str
     finish_reason: str | None = None

@@ -21,7 +21,7 @@ from backends.ledger import Ledger
 from backends.vllm_engine import VLLMEngine, load_vllm_api
 from schemas.llm import LLMRequest, Message, Sampling
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]  # the real adapter class, on a fake AsyncLLM
 
 
 class Kwargs:
@@ -46,9 +46,31 @@ class FakeRequestOutput:
 
 
 class FakeTokenizer:
+    chat_template: str | None = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
+
     def apply_chat_template(self, messages, tokenize, add_generation_prompt):  # type: ignore[no-untyped-def]
         assert tokenize is False and add_generation_prompt is True
         return "".join(f"<|{m['role']}|>{m['content']}" for m in messages) + "<|assistant|>"
+
+
+class BaseModelTokenizer(FakeTokenizer):
+    """A base model's tokenizer (Mistral-7B-v0.1): no chat template; applying one is an error."""
+
+    chat_template = None
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):  # type: ignore[no-untyped-def]
+        raise ValueError("Cannot use chat template functions because tokenizer.chat_template is not set")
+
+
+class SystemlessTokenizer(FakeTokenizer):
+    """A template that rejects a system role (Gemma, Mistral-Instruct v0.1)."""
+
+    chat_template = "{{ raise_exception('System role not supported') }}"
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):  # type: ignore[no-untyped-def]
+        if any(m["role"] == "system" for m in messages):
+            raise ValueError("System role not supported")
+        return super().apply_chat_template(messages, tokenize, add_generation_prompt)
 
 
 @dataclass
@@ -57,13 +79,14 @@ class FakeAsyncLLM:
     calls: list[tuple[str, Kwargs, str]] = field(default_factory=list)
     reply: Any = None
     shut_down: bool = False
+    tokenizer: Any = field(default_factory=FakeTokenizer)
 
     @classmethod
     def from_engine_args(cls, args: Kwargs) -> FakeAsyncLLM:
         return cls(args)
 
     def get_tokenizer(self) -> FakeTokenizer:
-        return FakeTokenizer()
+        return self.tokenizer
 
     async def generate(self, prompt, sampling_params, request_id):  # type: ignore[no-untyped-def]
         self.calls.append((prompt, sampling_params, request_id))
@@ -83,8 +106,11 @@ FAKE_API = SimpleNamespace(
 )
 
 
-def make(**kwargs: Any) -> VLLMEngine:
-    return VLLMEngine("org/model", api=FAKE_API, **kwargs)
+def make(tokenizer: Any = None, **kwargs: Any) -> VLLMEngine:
+    engine = VLLMEngine("org/model", api=FAKE_API, **kwargs)
+    if tokenizer is not None:
+        engine.engine.tokenizer = tokenizer
+    return engine
 
 
 def test_engine_args_keep_prefix_caching_and_cuda_graphs_on():
@@ -117,14 +143,64 @@ async def test_plain_requests_send_no_structured_output_and_no_empty_stop_list()
     assert params["structured_outputs"] is None and params["stop"] is None and params["max_tokens"] == 5
 
 
-async def test_chat_messages_go_through_the_chat_template_and_completion_models_get_raw_text():
-    messages = [Message(role="system", content="S"), Message(role="user", content="U")]
+MESSAGES = [Message(role="system", content="S"), Message(role="user", content="U")]
+
+
+async def test_chat_messages_go_through_the_chat_template_and_raw_text_stays_raw():
     chat = make()
-    await chat.complete(LLMRequest(role="policy", messages=messages))
+    await chat.complete(LLMRequest(role="policy", messages=MESSAGES))
     assert chat.engine.calls[0][0] == "<|system|>S<|user|>U<|assistant|>"
-    raw = make(chat=False)
-    await raw.complete(LLMRequest(role="policy", messages=messages))
-    assert raw.engine.calls[0][0] == "S\n\nU"
+    await chat.complete(LLMRequest(role="policy", prompt="# Instructions\n\nS"))
+    assert chat.engine.calls[1][0] == "# Instructions\n\nS"
+
+
+async def test_a_base_model_without_a_template_resolves_to_completion_and_gets_the_raw_prompt():
+    from agents.formatting import build_policy_prompt
+    from agents.policy import generate_response
+    from backends.policy_mode import resolve_policy
+    from schemas.messages import Example, PolicyRequest
+
+    engine = make(BaseModelTokenizer())
+    setup = await resolve_policy(engine, "auto")
+    assert (setup.mode, setup.template) == ("completion", None)
+    request = PolicyRequest(system_prompt="Be kind.", query="Why is the sky blue?",
+                            examples=[Example(query="Hi?", answer="Hello.")])
+    await generate_response(request, engine=stack(engine), sampling=Sampling(max_tokens=9), chat=False)
+    prompt, params, _ = engine.engine.calls[0]
+    assert prompt == build_policy_prompt("Be kind.", request.examples, request.query).text()
+    assert "<|" not in prompt and prompt.endswith("# Answer:\n<START>")
+    assert "<END>" in params.kwargs["stop"] and params.kwargs["max_tokens"] == 9
+    await engine.complete(LLMRequest(role="judge", messages=MESSAGES))  # a chat role on a base model: plain text
+    assert engine.engine.calls[1][0] == "S\n\nU"
+
+
+async def test_a_template_that_rejects_a_system_role_gets_the_folded_prompt():
+    from backends.policy_mode import resolve_policy
+
+    engine = make(SystemlessTokenizer())
+    setup = await resolve_policy(engine, "auto")
+    assert setup.mode == "chat" and setup.system_folded and setup.template
+    await engine.complete(LLMRequest(role="policy", messages=MESSAGES))
+    assert engine.engine.calls[0][0] == "<|user|>S\n\nU<|assistant|>"
+
+
+class ExplodingTokenizer(FakeTokenizer):
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):  # type: ignore[no-untyped-def]
+        raise KeyError("jinja went wrong")
+
+
+async def test_no_rendering_path_raises_anything_but_a_project_fault():
+    from backends.errors import CallFailed
+
+    claims_a_template = BaseModelTokenizer()
+    claims_a_template.chat_template = FakeTokenizer.chat_template  # then fails to apply it
+    for tokenizer in (ExplodingTokenizer(), claims_a_template):
+        with pytest.raises(CallFailed):
+            await stack(make(tokenizer), max_attempts=1).complete(LLMRequest(role="judge", messages=MESSAGES))
+    broken = make()
+    broken.engine.get_tokenizer = lambda: (_ for _ in ()).throw(OSError("tokenizer files missing"))
+    with pytest.raises(CallFailed):
+        await stack(broken, max_attempts=1).complete(LLMRequest(role="judge", messages=MESSAGES))
 
 
 async def test_every_request_gets_a_unique_id():
