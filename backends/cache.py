@@ -24,9 +24,11 @@ def request_key(identity: str, request: LLMRequest) -> str:
 
 
 class ResponseCache:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, journal: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.journal = journal
+        """The run's own record of its answers: a hit here is a replay, not a cache hit."""
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a crash or kill -9 of the process (not a power cut) without an

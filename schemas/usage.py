@@ -33,4 +33,6 @@ class RoleAccount(BaseModel):
     failed_calls: int = 0
     """Calls whose every attempt failed."""
     cache_hits: int = 0
-    """Answers served from a cache or the run's journal (no request sent)."""
+    """Answers served from the shared response cache (no request sent)."""
+    replayed: int = 0
+    """Answers a resumed run took from its own journal instead of asking again."""

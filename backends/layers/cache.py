@@ -28,7 +28,7 @@ class CacheLayer(Layer):
         key = request_key(self.identity, request)
         for cache in self.caches:
             if (hit := cache.get(key)) is not None:
-                self.ledger.cache_hit(request.role)
+                self.ledger.cache_hit(request.role, replayed=cache.journal)
                 hit.usage = Usage()  # a fresh object from the database: no call was made for it
                 return hit
         result = await self.inner.complete(request)
