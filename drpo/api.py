@@ -19,12 +19,13 @@ from agents.embedders import make_embedder
 from agents.policy import generate_response
 from backends.cache import ResponseCache
 from backends.ledger import Ledger
+from backends.policy_mode import resolve_policy
 from backends.protocol import Engine
 from backends.registry import BackendPool, EngineFactory, build_engine
 from drpo.datasets import load_examples
 from drpo.errors import UserInputError
 from drpo.session import default_cache_dir
-from schemas.artifact import RunArtifact
+from schemas.artifact import PolicySetup, RunArtifact
 from schemas.config import BackendConfig, RunConfig
 from schemas.llm import Sampling
 from schemas.messages import Example, PolicyRequest
@@ -49,10 +50,12 @@ class AlignedModel:
         engine: Engine | None = None,
         engine_factory: EngineFactory = build_engine,
         response_cache: bool = True,
+        policy: PolicySetup | None = None,
     ) -> None:
         """`engine` is a composed stack to share (eval answers every configuration through one);
         without it, the policy's stack comes from the same factory as a run's, with the shared
-        response cache, limits and retries."""
+        response cache, limits and retries. `policy` is how the prompt was optimized (an
+        artifact's); without it, the backend's `policy_mode` is resolved on first use."""
         if k > len(examples):
             raise UserInputError(f"k={k} is larger than the example pool ({len(examples)} examples)")
         self.prompt = prompt
@@ -69,15 +72,29 @@ class AlignedModel:
             engine = pool.for_role("policy")
             self._owned = (pool, cache)
         self.engine = engine
+        self.policy = policy
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
         path = Path(run_dir) / "artifact.json"
         if not path.is_file():
             raise UserInputError(f"--artifact {run_dir}: no artifact.json there; pass an optimize output folder")
-        artifact = RunArtifact.model_validate_json(path.read_text(encoding="utf-8"))
+        try:
+            artifact = RunArtifact.model_validate_json(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserInputError(f"--artifact {path}: not a valid artifact ({str(exc).splitlines()[0]}); "
+                                 "pass the folder of a finished optimize run") from None
+        allow_mode_change = kwargs.pop("allow_mode_change", False)
+        wanted = (kwargs.get("backend") or BackendConfig()).policy_mode
+        if wanted != "auto" and wanted != artifact.policy.mode and not allow_mode_change:
+            raise UserInputError(
+                f"--artifact {run_dir}: its prompt was optimized in {artifact.policy.mode} mode; answering in "
+                f"{wanted} mode would send the model another prompt than the one optimized; drop --policy-mode "
+                "(the artifact's mode is used) or pass --allow-mode-change"
+            )
+        policy = artifact.policy if wanted in ("auto", artifact.policy.mode) else None
         kwargs.setdefault("embedder", artifact.embedder)
-        return cls(artifact.prompt, artifact.examples, **kwargs)
+        return cls(artifact.prompt, artifact.examples, policy=policy, **kwargs)
 
     @classmethod
     def from_files(cls, prompt_file: str | Path, examples_file: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
@@ -90,9 +107,16 @@ class AlignedModel:
     def request(self, query: str) -> PolicyRequest:
         return PolicyRequest(system_prompt=self.prompt, query=query, examples=self.pool.top_k(query, self.k))
 
+    async def policy_setup(self) -> PolicySetup:
+        """The artifact's policy mode, or the backend's `policy_mode` resolved against the engine."""
+        if self.policy is None:
+            self.policy = await resolve_policy(self.engine, self.backend_config.policy_mode)
+        return self.policy
+
     async def answer(self, query: str) -> str:
+        setup = await self.policy_setup()
         reply = await generate_response(
-            self.request(query), engine=self.engine, sampling=self.sampling, chat=self.backend_config.chat
+            self.request(query), engine=self.engine, sampling=self.sampling, chat=setup.mode == "chat"
         )
         return reply.text
 
