@@ -7,9 +7,9 @@ import time
 from collections import deque
 
 import anyio
-import structlog
+from drpo.logs import get_logger
 
-log = structlog.get_logger("drpo.limits")
+log = get_logger("drpo.limits")
 
 
 class MinuteWindow:

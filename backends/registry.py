@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 
 import anyio
-import structlog
+from drpo.logs import get_logger
 
 from backends.cache import ResponseCache
 from backends.errors import EngineConfigError
@@ -22,7 +22,7 @@ from backends.protocol import Engine, Layer
 from backends.stack import build_stack
 from schemas.config import ROLES, BackendConfig, RunConfig
 
-log = structlog.get_logger("drpo.backend")
+log = get_logger("drpo.backend")
 
 EngineFactory = Callable[[BackendConfig, "str | None"], Engine]
 

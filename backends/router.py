@@ -1,6 +1,8 @@
 """Several endpoints serving one model (vLLM replicas, data-parallel ranks, a gateway's backends)
 behind one engine: each request goes to the healthy endpoint with the fewest requests in flight,
-and an endpoint that fails at the transport level sits out for `cooldown_s`."""
+and an endpoint that fails at the transport level sits out for `cooldown_s`. Among endpoints
+equally busy, one whose last reply was bad (garbage, a rejection) comes after the others, so the
+retry of a call it failed goes elsewhere instead of back to it; ties go to the one sent fewer."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ import time
 from collections.abc import Sequence
 
 import anyio
-import structlog
+from drpo.logs import get_logger
 
-from backends.errors import EngineConfigError, RateLimited, TransportFault
+from backends.errors import EngineConfigError, EngineFault, RateLimited, TransportFault
 from backends.protocol import Engine
 from schemas.llm import LLMRequest, LLMResult
 
-log = structlog.get_logger("drpo.router")
+log = get_logger("drpo.router")
 
 
 class RoutedEngine:
@@ -29,6 +31,9 @@ class RoutedEngine:
         self.native_n = all(e.native_n for e in self.engines)
         self.in_flight = [0] * len(engines)
         self.served = [0] * len(engines)
+        self.sent = [0] * len(engines)
+        self.bad_in_a_row = [0] * len(engines)
+        """Replies in a row from each endpoint that were faults other than transport ones."""
         self._down_until = [0.0] * len(engines)
         self._cooldown_s = cooldown_s
         self._clock = clock
@@ -42,11 +47,12 @@ class RoutedEngine:
         healthy = [i for i in range(len(self.engines)) if self._down_until[i] <= now]
         if not healthy:
             return min(range(len(self.engines)), key=lambda i: self._down_until[i])
-        return min(healthy, key=lambda i: (self.in_flight[i], self.served[i]))
+        return min(healthy, key=lambda i: (self.in_flight[i], self.bad_in_a_row[i], self.sent[i]))
 
     async def complete(self, request: LLMRequest) -> LLMResult:
         i = self.pick()
         self.in_flight[i] += 1
+        self.sent[i] += 1
         try:
             async with self.limiters[i]:
                 result = await self.engines[i].complete(request)
@@ -55,9 +61,13 @@ class RoutedEngine:
                 self._down_until[i] = self._clock() + self._cooldown_s
                 log.warning("endpoint.down", endpoint=self.names[i], cooldown_s=self._cooldown_s, error=str(fault)[:120])
             raise
+        except EngineFault:
+            self.bad_in_a_row[i] += 1
+            raise
         finally:
             self.in_flight[i] -= 1
         self.served[i] += 1
+        self.bad_in_a_row[i] = 0
         return result
 
     async def probe(self) -> None:

@@ -1,135 +1,270 @@
-"""Logging, configured once: structlog events to the console, the run log and the trace.
+"""Logging without global state: the project's loggers, a run's files, the console.
 
-- console: progress lines and warnings, readable;
-- `<run>/run.log`: every event as a JSON line;
-- `<run>/trace.jsonl`: the agent messages only (`agent.message` events of `drpo.trace`).
+    log = get_logger("drpo.beam")            # instead of structlog.get_logger(...)
+    with run_logs(out, redactor):            # what `drpo.session.run_session` does for a run
+        log.info("level.done", level=3)      # -> <out>/run.log (and the console, if configured)
+    configure_console("normal")              # the command line's choice; a library user may call it
 
-Context (run id, level, beam, candidate, node) comes from structlog contextvars, so library
-logs carry it too. Secret values from the environment are redacted from every event.
+- `<run>/run.log`: every event of the project's loggers, one JSON line each;
+- `<run>/trace.jsonl`: the agent messages (`drpo.trace`) and the engine's fault lines (`drpo.backend`);
+- the console: progress lines and warnings, `HH:MM:SS event key=value`.
+
+Why no `structlog.configure` and no root handler: the library runs inside applications that have
+their own logging. A project logger is a structlog logger with its own processor chain (it never
+reads structlog's global configuration) over a small sink that hands each event to the handlers
+of the run this code runs in (held in a context variable, so each run's lines go to its own files,
+even for runs side by side) and then to the stdlib logger of the same name, which the application
+(or `configure_console`) governs. The run's files get every event whatever the logging levels,
+and the application sees only what its own levels let through, as from any library.
+
+Context (run id, level, beam, node, call ids) comes from structlog contextvars on every line.
+Every line is rendered first and then passes the redactor (drpo/redact.py), for every handler.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 import structlog
 
-_SECRET_NAMES = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
-_HANDLER_TAG = "_drpo_handler"
+from drpo import redact
+from drpo.redact import Redactor
 
+RUN_LOG = "run.log"
+TRACE = "trace.jsonl"
+TRACE_LOGGERS = ("drpo.trace", "drpo.backend")
+"""Loggers whose lines go to the trace (and their children)."""
+PROJECT = "drpo"
+"""The stdlib logger namespace of every project logger."""
 
-def secret_values() -> list[str]:
-    return [v for k, v in os.environ.items() if _SECRET_NAMES.search(k) and len(v) >= 8]
-
-
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v, secrets) for v in value]
-    return value
-
-
-_secrets: list[str] = []
-"""Secret values to redact, read from the environment by `configure_logging` (not per event)."""
-
-
-def redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    return _scrub(event, _secrets) if _secrets else event
+_EVENT = "drpo_event"
+_REDACTOR = "drpo_redactor"
+_CONSOLE_TAG = "_drpo_console"
+_RENDERED = "_drpo_json"
+_run_handlers: ContextVar[tuple[logging.Handler, ...]] = ContextVar("drpo_run_handlers", default=())
 
 
 def add_severity(_: Any, method_name: str, event: dict[str, Any]) -> dict[str, Any]:
     """The log level as `severity`: `level` belongs to the search (the beam level of a line)."""
-    event["severity"] = "warning" if method_name == "warn" else method_name
+    event["severity"] = _SEVERITY.get(method_name, method_name)
     return event
 
 
-_PRE_CHAIN: list[Any] = [
+_SEVERITY = {"warn": "warning", "exception": "error", "fatal": "critical"}
+
+
+def _to_sink(_: Any, __: str, event: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (event,), {}
+
+
+_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    structlog.stdlib.PositionalArgumentsFormatter(),
     add_severity,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
-    redact_secrets,
+    structlog.processors.format_exc_info,
+    _to_sink,
 ]
 
 
-class _OnlyTrace(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name in ("drpo.trace", "drpo.backend")
+def _resolved(redactor: Redactor | None) -> Redactor:
+    return redactor if redactor is not None else redact.current()
 
 
-class _Console(logging.Filter):
+class _Message:
+    """A record's message for handlers that are not ours: `event key=value`, scrubbed when read."""
+
+    __slots__ = ("event", "redactor")
+
+    def __init__(self, event: dict[str, Any], redactor: Redactor | None) -> None:
+        self.event, self.redactor = event, redactor
+
+    def __str__(self) -> str:
+        return _resolved(self.redactor).scrub(_fields_line(self.event))
+
+
+class _Sink:
+    """What a project logger writes to: the current run's handlers, then the stdlib logger."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stdlib = logging.getLogger(name)
+
+    def _emit(self, levelno: int, event: dict[str, Any]) -> None:
+        handlers = _run_handlers.get()
+        forward = self.stdlib.isEnabledFor(levelno)
+        if not handlers and not forward:
+            return
+        redactor = redact.active()  # the run's; resolved from the environment only when a line is shown
+        record = self.stdlib.makeRecord(self.name, levelno, "(drpo)", 0, _Message(event, redactor), (), None,
+                                        extra={_EVENT: event, _REDACTOR: redactor})
+        for handler in handlers:
+            if levelno >= handler.level:
+                handler.handle(record)
+        if forward:
+            self.stdlib.handle(record)
+
+    def debug(self, event: dict[str, Any]) -> None:
+        self._emit(logging.DEBUG, event)
+
+    def info(self, event: dict[str, Any]) -> None:
+        self._emit(logging.INFO, event)
+
+    def warning(self, event: dict[str, Any]) -> None:
+        self._emit(logging.WARNING, event)
+
+    def error(self, event: dict[str, Any]) -> None:
+        self._emit(logging.ERROR, event)
+
+    def critical(self, event: dict[str, Any]) -> None:
+        self._emit(logging.CRITICAL, event)
+
+    exception = error
+
+
+def get_logger(name: str = PROJECT) -> structlog.stdlib.BoundLogger:
+    """A project logger: drop-in for `structlog.get_logger(name)`, independent of structlog's
+    global configuration. `name` should be under `drpo.` so `configure_console` governs it."""
+    return structlog.stdlib.BoundLogger(_Sink(name), processors=_PROCESSORS, context={})
+
+
+def event_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured event of a record: a project logger's own, or one made from a plain record."""
+    event = getattr(record, _EVENT, None)
+    if event is not None:
+        return event
+    return {
+        "event": record.getMessage(),
+        **structlog.contextvars.get_contextvars(),
+        "severity": record.levelname.lower(),
+        "logger": record.name,
+        "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+    }
+
+
+_JSON = structlog.processors.JSONRenderer(sort_keys=False)
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line, scrubbed after rendering (so JSON-escaped secrets go too)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get(_RENDERED)
+        if cached is not None and cached[0] is self.redactor:  # run.log and trace.jsonl share a line
+            return cached[1]
+        line = self.redactor.scrub(_JSON(None, "", event_of(record)))
+        record.__dict__[_RENDERED] = (self.redactor, line)
+        return line
+
+
+class OnlyTrace(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == "drpo.progress" or record.levelno >= logging.WARNING
+        return any(record.name == name or record.name.startswith(name + ".") for name in TRACE_LOGGERS)
+
+
+@contextmanager
+def run_logs(run_dir: Path, redactor: Redactor) -> Iterator[None]:
+    """Write this context's events to `<run_dir>/run.log` and `trace.jsonl` until the block ends.
+
+    Appends (a resumed run continues its files). Only code running in this context, and the tasks
+    it starts, writes here; the handlers are closed at the end however the block ends."""
+    run_log = logging.FileHandler(run_dir / RUN_LOG, encoding="utf-8")
+    trace = logging.FileHandler(run_dir / TRACE, encoding="utf-8")
+    trace.addFilter(OnlyTrace())
+    for handler in (run_log, trace):
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(JsonLines(redactor))
+    token = _run_handlers.set((run_log, trace))
+    try:
+        yield
+    finally:
+        _run_handlers.reset(token)
+        run_log.close()
+        trace.close()
 
 
 _CONSOLE_HIDDEN = {"event", "timestamp", "logger", "severity", "run_id"}
 
 
-def console_line(_: Any, __: str, event: dict[str, Any]) -> str:
-    """`HH:MM:SS event key=value ...`: short lines for people watching a run."""
-    clock = str(event.get("timestamp", ""))[11:19]
-    mark = "" if event.get("severity") in (None, "info") else f"{event['severity'].upper()} "
+def _fields_line(event: dict[str, Any]) -> str:
+    mark = "" if event.get("severity") in (None, "info") else f"{str(event['severity']).upper()} "
     fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in _CONSOLE_HIDDEN and v is not None)
-    return f"{clock} {mark}{event.get('event', '')} {fields}".rstrip()
+    return f"{mark}{event.get('event', '')} {fields}".rstrip()
 
 
-def _formatter(renderer: Any) -> structlog.stdlib.ProcessorFormatter:
-    return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_PRE_CHAIN,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-    )
+def console_line(event: dict[str, Any]) -> str:
+    """`HH:MM:SS event key=value ...`: short lines for people watching a run."""
+    return f"{str(event.get('timestamp', ''))[11:19]} {_fields_line(event)}"
 
 
-def _json() -> Any:
-    return _formatter(structlog.processors.JSONRenderer(sort_keys=False))
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _resolved(getattr(record, _REDACTOR, None)).scrub(console_line(event_of(record)))
 
 
-def configure_logging(run_dir: Path | None = None, *, console: bool = True) -> None:
-    """(Re)configure structlog and the root logger; safe to call again for a new run folder."""
-    _secrets[:] = secret_values()
-    structlog.configure(
-        processors=[*_PRE_CHAIN, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, _HANDLER_TAG, False)]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(logging.INFO)
-    handlers: list[logging.Handler] = []
-    if console:
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(_formatter(console_line))
-        stream.addFilter(_Console())
-        handlers.append(stream)
-    if run_dir is not None:
-        run_log = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-        run_log.setFormatter(_json())
-        trace = logging.FileHandler(run_dir / "trace.jsonl", encoding="utf-8")
-        trace.setFormatter(_json())
-        trace.addFilter(_OnlyTrace())
-        handlers += [run_log, trace]
-    for handler in handlers:
-        setattr(handler, _HANDLER_TAG, True)
-        root.addHandler(handler)
-    for noisy in ("httpx", "httpcore", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+Verbosity = Literal["quiet", "normal", "verbose"]
 
 
-def close_run_logs() -> None:
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler) and getattr(h, _HANDLER_TAG, False)]:
-        root.removeHandler(handler)
-        handler.close()
+class _ConsoleFilter(logging.Filter):
+    """quiet: warnings and errors; normal: also the progress lines; verbose: every event."""
+
+    def __init__(self, verbosity: Verbosity) -> None:
+        super().__init__()
+        self.verbosity = verbosity
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or self.verbosity == "verbose":
+            return True
+        return self.verbosity == "normal" and record.name == "drpo.progress"
+
+
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written (so a replaced stderr is honoured)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_console(verbosity: Verbosity = "normal", stream: IO[str] | None = None, *,
+                      root: bool = False) -> logging.Handler:
+    """Show the project's lines on `stream` (default: stderr). The command line calls this; so may
+    a library user. Replaces the console an earlier call added and sets the `drpo` logger's level
+    so progress lines pass; touches no other handler. `root=True` (for the command line, which
+    owns its process) puts the console on the root logger instead, so other libraries' warnings
+    are shown the same way and pass the redactor too."""
+    if verbosity not in ("quiet", "normal", "verbose"):
+        raise ValueError(f"verbosity {verbosity!r}: use quiet, normal or verbose")
+    remove_console()
+    handler = logging.StreamHandler(stream if stream is not None else _Stderr())  # type: ignore[arg-type]
+    handler.setFormatter(_ConsoleFormatter())
+    handler.addFilter(_ConsoleFilter(verbosity))
+    project = logging.getLogger(PROJECT)
+    setattr(handler, _CONSOLE_TAG, project.level)
+    (logging.getLogger() if root else project).addHandler(handler)
+    project.setLevel(logging.DEBUG if verbosity == "verbose" else logging.INFO)
+    return handler
+
+
+def remove_console() -> None:
+    """Undo `configure_console`: remove its handler and give the `drpo` logger its level back."""
+    project = logging.getLogger(PROJECT)
+    for logger in (project, logging.getLogger()):
+        for handler in [h for h in logger.handlers if hasattr(h, _CONSOLE_TAG)]:
+            logger.removeHandler(handler)
+            project.setLevel(getattr(handler, _CONSOLE_TAG))
+            handler.close()

@@ -3,13 +3,19 @@
 `run_session` checks the output folder and builds every engine before anything is written, so bad
 input leaves nothing behind; then it creates the folder, starts the run log and trace, and closes
 engines, caches and logs however the run ends.
+
+A run has its own redactor (drpo/redact.py), current for the session's duration: every engine is
+built behind it (a fault's text is scrubbed where it arises), the run's log files and the console
+scrub every line with it, `write_atomic` scrubs every file, and an exception leaving the session
+is scrubbed in place before whoever catches it prints or stores it. No logging configuration of
+the process is touched: the run's files are handlers of this run only (drpo/logs.py).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +28,9 @@ from backends.errors import EngineConfigError
 from backends.ledger import Ledger
 from backends.registry import BackendPool, EngineFactory, build_engine
 from drpo.errors import UserInputError
-from drpo.logs import close_run_logs, configure_logging
+from drpo.logs import run_logs
+from drpo.redact import Redactor, current, redacting
+from drpo.redacting_engine import redacting_factory
 from schemas.config import RunConfig
 
 
@@ -67,6 +75,9 @@ def check_out_dir(out: Path, force: bool) -> None:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all (temp file + rename), scrubbed by the current
+    run's redactor, so no file a run writes can hold one of its secrets."""
+    text = current().scrub(text)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
@@ -76,31 +87,47 @@ JOURNAL = "journal.sqlite"
 """Every answer the run received, so that a resumed run replays them instead of asking again."""
 
 
+@contextmanager
+def _scrubbed_errors(redactor: Redactor) -> Iterator[None]:
+    """An exception leaving the block has the run's secrets masked in place (text, causes, groups)."""
+    try:
+        yield
+    except Exception as exc:
+        redactor.scrub_in_place(exc)
+        raise
+
+
 @asynccontextmanager
 async def run_session(options: RunOptions, engine_factory: EngineFactory = build_engine) -> AsyncIterator[Session]:
     if not options.resume:
         check_out_dir(options.out, options.force)
-    ledger = Ledger(options.config.budgets)
-    responses = ResponseCache(options.cache_dir / "responses.sqlite") if options.response_cache else None
-    backends = BackendPool(options.config, ledger, engine_factory, caches=[responses] if responses else [])
-    try:
-        models = backends.models()  # builds every engine now: a bad model or endpoint fails before any output
-        await backends.probe()
-    except (EngineConfigError, ValueError) as exc:
-        await backends.aclose()
-        raise UserInputError(str(exc)) from None
-    options.out.mkdir(parents=True, exist_ok=True)
-    journal = ResponseCache(options.out / JOURNAL)
-    backends.add_journal(journal)
-    configure_logging(options.out)
-    criteria = CriteriaCache(options.cache_dir / "criteria.sqlite" if options.criteria_cache else None)
-    try:
-        with structlog.contextvars.bound_contextvars(run_id=options.run_id):
-            yield Session(ledger=ledger, backends=backends, models=models, criteria_cache=criteria)
-    finally:
-        await backends.aclose()
-        criteria.close()
-        journal.close()
-        if responses is not None:
-            responses.close()
-        close_run_logs()
+    redactor = Redactor.for_config(options.config)
+    with redacting(redactor), _scrubbed_errors(redactor):
+        ledger = Ledger(options.config.budgets)
+        responses = ResponseCache(options.cache_dir / "responses.sqlite") if options.response_cache else None
+        backends = BackendPool(options.config, ledger, redacting_factory(engine_factory, redactor),
+                               caches=[responses] if responses else [])
+        try:
+            models = backends.models()  # builds every engine now: a bad model or endpoint fails before any output
+            await backends.probe()
+        except BaseException as exc:
+            await backends.aclose()
+            if responses is not None:
+                responses.close()
+            if isinstance(exc, EngineConfigError | ValueError):
+                raise UserInputError(redactor.scrub(str(exc))) from None
+            raise
+        options.out.mkdir(parents=True, exist_ok=True)
+        journal = ResponseCache(options.out / JOURNAL)
+        backends.add_journal(journal)
+        criteria = CriteriaCache(options.cache_dir / "criteria.sqlite" if options.criteria_cache else None)
+        with run_logs(options.out, redactor):
+            try:
+                with structlog.contextvars.bound_contextvars(run_id=options.run_id):
+                    yield Session(ledger=ledger, backends=backends, models=models, criteria_cache=criteria)
+            finally:
+                await backends.aclose()
+                criteria.close()
+                journal.close()
+                if responses is not None:
+                    responses.close()

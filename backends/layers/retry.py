@@ -2,8 +2,9 @@
 
 A deterministic engine would repeat the same bad output, so a retry reseeds (and lifts a
 temperature of 0 a little). Waits grow exponentially with jitter; a server's Retry-After is
-honoured up to `max_wait_s` (a longer request is capped, and the wait is logged). Every failed
-attempt is counted in the ledger and logged as `engine.fault` with the call's ids; after
+honoured up to `max_wait_s` (a longer request is capped, and the cap is logged). Every failed
+attempt is counted in the ledger and logged as `engine.fault` with the call's ids and the wait
+before the next attempt (`retry_in_s`, so a server-requested wait is always shown); after
 `max_attempts` the call raises `CallFailed`, which the graph turns into a dropped candidate.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 
 import anyio
-import structlog
+from drpo.logs import get_logger
 
 from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
 from backends.ledger import Ledger
@@ -20,7 +21,7 @@ from backends.protocol import Engine, Layer
 from schemas.llm import LLMRequest, LLMResult
 from schemas.usage import Usage
 
-log = structlog.get_logger("drpo.backend")
+log = get_logger("drpo.backend")
 
 
 class RetryLayer(Layer):
@@ -44,12 +45,15 @@ class RetryLayer(Layer):
                 spent = spent + getattr(fault, "usage", Usage())
                 faults.append(fault.kind)
                 self.ledger.fault(request.role, fault.kind)
+                last = attempt + 1 == self.max_attempts
+                wait = 0.0 if last else self.delay(attempt, fault)
                 log.warning("engine.fault", agent=request.role, backend=self.name, kind=fault.kind,
-                            attempt=attempt + 1, error=str(fault)[:200])
-                if attempt + 1 == self.max_attempts:
+                            attempt=attempt + 1, error=str(fault)[:200],
+                            **({} if last else {"retry_in_s": round(wait, 3)}))
+                if last:
                     self.ledger.failed(request.role)
                     raise CallFailed(request.role, faults, fault) from fault
-                await anyio.sleep(self.delay(attempt, fault))
+                await anyio.sleep(wait)
                 continue
             if spent.calls:
                 result.usage = spent + result.usage
@@ -58,10 +62,11 @@ class RetryLayer(Layer):
 
     def delay(self, attempt: int, fault: EngineFault) -> float:
         if isinstance(fault, RateLimited) and fault.retry_after_s is not None:
-            if fault.retry_after_s > self.max_wait_s:
+            if not fault.retry_after_s <= self.max_wait_s:  # nan and inf included
                 log.warning("engine.retry_after_capped", backend=self.name, asked_s=fault.retry_after_s,
-                            waiting_s=self.max_wait_s)
-            return min(max(0.0, fault.retry_after_s), self.max_wait_s)
+                            waiting_s=self.max_wait_s, hint="max_retry_wait_s sets the longest wait")
+                return self.max_wait_s
+            return max(0.0, fault.retry_after_s)
         if isinstance(fault, InvalidOutput | EmptyOutput):
             return 0.0  # the engine is healthy; try again with another seed at once
         return min(self.max_wait_s, self.backoff_s * (2**attempt) * self._jitter.uniform(0.5, 1.5))

@@ -3,7 +3,9 @@
 A request for n samples on such an engine becomes one request per sample, all in flight, seeds
 s, s+1, ...; a server that returned fewer choices than asked is topped up the same way. Each
 sample goes through the layers below on its own (its own retries), and a sample that is lost
-drops only itself: the call fails only when every sample failed.
+drops only itself: the call fails only when every sample failed. An error that stops the run
+(`EngineRefused`, `EngineUnavailable`) stops the other samples and is raised as itself, never
+wrapped in the task group's exception group.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import anyio
 
 from backends.errors import CallFailed
 from backends.protocol import Engine, Layer
+from schemas.errors import ProjectError, first_leaf, first_of
 from schemas.llm import LLMRequest, LLMResult
 from schemas.usage import Usage
 
@@ -40,9 +43,13 @@ class SamplingLayer(Layer):
             except CallFailed as failure:
                 outcomes[i] = failure
 
-        async with anyio.create_task_group() as tg:
-            for i in range(len(singles)):
-                tg.start_soon(one, i)
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(singles)):
+                    tg.start_soon(one, i)
+        except BaseExceptionGroup as group:
+            stop = first_of(group, ProjectError) or first_leaf(group)
+            raise stop from stop.__cause__
         results += [o for o in outcomes if isinstance(o, LLMResult)]
         if not results:
             raise next(o for o in outcomes if isinstance(o, CallFailed))
