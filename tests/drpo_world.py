@@ -1,10 +1,15 @@
 """A deterministic DRPO world behind a real OpenAI-compatible HTTP server on loopback.
 
 Every answer is a function of the request's content, so two runs (or a run and its resumption)
-see the same answers. Roles are told apart by their system prompts:
+see the same answers. This world only sees HTTP bodies: the agent's typed message
+(`LLMRequest.message`, which tests/scripted.py keys on) never crosses the wire. So it keys on
+the request's structure and parses no prompt text: the role is the `response_format` schema name
+the agents send (criteria_selection, judgement, prompt_rewrite, answer_rewrite; the policy sends
+none), the judge's aspects are its schema's properties, and the rest is a hash of the messages.
 
-- criteria: Helpfulness and Clarity;           - policy: "ANSWER[<system prompt>]";
-- judge: scores 2..4 from a hash of (prompt, query); - rewriter: "<prompt> #<hash>.<i>" per sample.
+- criteria: Helpfulness and Clarity;  - policy: "ANSWER[<hash of its messages>]";
+- judge: scores 2..4 from a hash of its messages (which hold the answer, so the prompt counts);
+- rewriter: "Be helpful. #<hash of its messages>.<i>" per sample; curator: a hashed answer.
 
 `fault_rate` injects faults, seeded per request: 429, 500, a dropped connection, invalid JSON,
 JSON cut off at max_tokens (structured requests), empty text (plain requests). `injected` counts
@@ -16,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import socket
 import threading
 import time
@@ -26,15 +30,19 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from agents.criteria import SYSTEMS as CRITERIA_SYSTEMS
-from agents.judge import CLOSE, OPEN
-from agents.rewriter import SYSTEM as REWRITER_SYSTEM
 from backends.scripted import schema_instance
 from tests.backends.stub_server import serve_loopback
 
 
 def _digest(*parts: str) -> int:
     return int(hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:8], 16)
+
+
+def _schema(body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The structured output the request asks for: (schema name, schema); (None, {}) for plain text."""
+    response_format = body.get("response_format") or {}
+    spec = response_format.get("json_schema") or {}
+    return spec.get("name"), spec.get("schema") or response_format.get("schema") or {}
 
 
 class DRPOWorld:
@@ -51,29 +59,29 @@ class DRPOWorld:
     # --- answers -------------------------------------------------------------------------------
 
     def answer(self, body: dict[str, Any]) -> list[str]:
-        messages = body["messages"]
-        system, user = messages[0]["content"], messages[-1]["content"]
-        n = body.get("n", 1)
-        if system.startswith(CRITERIA_SYSTEMS["prompt"][:40]):
-            schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema") or {}
-            out = schema_instance(schema) if schema else {"query_analysis": {}}
+        """One text per requested choice."""
+        contents = [m["content"] for m in body.get("messages") or []] or [body.get("prompt") or ""]
+        name, schema = _schema(body)
+        if name is None and body.get("response_format"):
+            raise AssertionError(f"a structured request without a schema name: {body['response_format']!r:.80}")
+        return [self._one(name, schema, _digest(*contents), i) for i in range(body.get("n", 1))]
+
+    @staticmethod
+    def _one(name: str | None, schema: dict[str, Any], tag: int, i: int) -> str:
+        if name is None:  # the policy: the only plain-text request of a search
+            return f"ANSWER[{tag:08x}]"
+        if name == "criteria_selection":
+            out = schema_instance(schema)
             out["aspects_selection"] = {"reasoning": "scripted", "selected_aspects": ["Helpfulness", "Clarity"]}
-            return [json.dumps(out)]
-        if system.startswith("# Instructions"):
-            return [f"ANSWER[{system.split(chr(10) * 2)[1]}]"]
-        if OPEN in system:  # the judge
-            prompt = re.search(r"ANSWER\[(.*?)\]", user, re.S).group(1)
-            query = user.split("## Query\n", 1)[1].split("\n\n## Response", 1)[0]
-            score = 2 + _digest(prompt, query) % 3
-            names = re.findall(r'^ "([^"]+)": \{', user.split(CLOSE, 1)[1], re.M)
-            return [json.dumps({name: {"rationale": "scripted", "score": score} for name in names})]
-        if system == REWRITER_SYSTEM:
-            current = user.split("---Current Version---\n", 1)[1].split("\n\n## Query", 1)[0]
-            query = user.split("## Query\n", 1)[1].split("\n\n## Answer", 1)[0]
-            tag = f"{_digest(current, query):08x}"[:6]
-            return [json.dumps({"analysis": "a", "thought": "t", "new_system_prompt": f"{current} #{tag}.{i}"})
-                    for i in range(n)]
-        raise AssertionError(f"unknown role: {system[:60]!r}")
+            return json.dumps(out)
+        if name == "judgement":
+            score = 2 + tag % 3
+            return json.dumps({aspect: {"rationale": "scripted", "score": score} for aspect in schema["properties"]})
+        if name == "prompt_rewrite":
+            return json.dumps({"analysis": "a", "thought": "t", "new_system_prompt": f"Be helpful. #{tag:08x}.{i}"})
+        if name == "answer_rewrite":
+            return json.dumps({"analysis": "a", "thought": "t", "new_response": f"<START>\nAnswer {tag:08x}.\n<END>"})
+        raise AssertionError(f"unknown structured request: schema name {name!r}")
 
     # --- faults --------------------------------------------------------------------------------
 

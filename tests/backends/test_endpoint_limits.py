@@ -16,7 +16,7 @@ from schemas.config import BackendConfig
 from schemas.llm import LLMRequest, Message, Sampling
 from tests.backends.stub_server import completion
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]  # OpenAICompatEngine against the loopback stub
 
 
 def ask() -> LLMRequest:

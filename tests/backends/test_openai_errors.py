@@ -21,7 +21,7 @@ from backends.openai_compat import OpenAICompatEngine
 from schemas.llm import LLMRequest, Message, Sampling
 from tests.backends.stub_server import SCHEMA_REJECTION, Reply, completion
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]  # OpenAICompatEngine against the loopback stub
 
 
 def backend_for(url: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> tuple[Engine, OpenAICompatEngine, Ledger]:
