@@ -160,6 +160,8 @@ class CurationConfig(_Strict):
     """Rewrite-and-judge rounds per example at most."""
     from_best: bool = False
     """Rewrite the best answer so far instead of the latest one (the reference rewrites the latest)."""
+    seed: int = 0
+    """Seeds every sample of the loop (criteria, judge and rewrites), so a curation is repeatable."""
 
 
 class RunConfig(_Strict):

@@ -3,7 +3,7 @@
 import anyio
 import pytest
 
-from agents.criteria import CriteriaCache, normalise_selection, select_criteria
+from agents.criteria import CriteriaCache, normalise_selection, render, select_criteria
 from backends.protocol import Engine
 from tests.stacks import layer, stack, with_output
 from backends.ledger import Ledger
@@ -92,3 +92,8 @@ def test_the_key_depends_on_model_catalogue_version_and_query():
         CriteriaCache.key("a", CATALOGUE, "q2"),
     }
     assert len(keys) == 4
+
+
+def test_curation_asks_for_the_most_relevant_aspects():
+    system = render("How do tides work?", AspectCatalogue.load(), "examples")[0].content
+    assert "most relevant" in system and "fall short" not in system

@@ -1,5 +1,7 @@
 """The base model's prompt: one layout for optimization and inference."""
 
+import pytest
+
 from agents.formatting import STOPS, build_policy_prompt, clean_response
 from schemas.messages import Example
 
@@ -39,3 +41,12 @@ def test_the_stops_end_the_answer_and_any_invented_next_turn():
     assert clean_response("<START>\nParis.\n<END>\n# Query: more") == "Paris."
     assert clean_response("Paris.\n# Query:\nAnd Rome?") == "Paris."
     assert clean_response("   ") == ""
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_clean_response_cuts_at_every_stop(stop):
+    assert clean_response(f"<START>\nParis.{stop}junk") == "Paris."
+
+
+def test_eot_id_is_a_stop_after_the_four_openai_keeps():
+    assert STOPS[-1] == "<|eot_id|>" and STOPS[:4] == ["<END>", "<END", "\n# Query", "\n#Query"]

