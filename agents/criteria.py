@@ -118,7 +118,8 @@ class CriteriaCache:
 
     @staticmethod
     def key(model: str, catalogue: AspectCatalogue, query: str, stage: str = "prompt") -> str:
-        raw = "\x1f".join((model, catalogue.version, template_hash(stage), query))
+        lines = "\n".join(f"{a.name}: {a.selection}" for a in catalogue.aspects)  # an edit is never served stale
+        raw = "\x1f".join((model, catalogue.version, lines, template_hash(stage), query))
         return hashlib.sha256(raw.encode()).hexdigest()
 
     async def get_or_select(self, key: str, select) -> CriteriaSelection:  # type: ignore[no-untyped-def]
