@@ -16,14 +16,14 @@ from pathlib import Path
 
 import anyio
 
-from drpo.cli import DEMO_ROLES
+from drpo.cli_config import DEMO_ROLES
 from drpo.projection import scenarios
 from drpo.runner import OptimizeOptions, optimize
 from schemas.catalogue import DATA_DIR
 from schemas.config import BackendConfig, RunConfig, SearchConfig
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--beam", type=int, default=2)
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--max-depth-increase", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--engine", choices=["embedded", "scripted"], default="scripted")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     search = SearchConfig(depth=args.depth, beam=args.beam, actions=args.actions,
                           max_depth_increase=args.max_depth_increase, seed=args.seed)
@@ -53,9 +53,9 @@ def main() -> None:
 
     real = {role: a.usage.calls for role, a in artifact.accounting.by_role.items()}
     levels = len(artifact.levels)
-    skips = sum(level.skipped for level in artifact.levels)
+    bumps = sum(level.bumped for level in artifact.levels)
     print(f"D={args.depth} B={args.beam} A={args.actions} M={args.max_depth_increase} engine={args.engine}: "
-          f"{levels} levels, {skips} skipped rewrites, final depth {artifact.levels[-1].max_depth if levels else 1}")
+          f"{levels} levels, {bumps} with a depth bump, final depth {artifact.levels[-1].max_depth if levels else 1}")
     print(f"{'':<22}{'criteria':>9}{'rewriter':>10}{'policy':>8}{'judge':>7}{'total':>7}")
     for name, p in scenarios(search, 75).items():
         print(f"projected, {name:<11}{p.criteria:>9}{p.rewriter:>10}{p.policy:>8}{p.judge:>7}{p.total:>7}")

@@ -1,11 +1,12 @@
-"""GPU host check of the vLLM backend: a level's burst through our Backend vs the raw engine.
+"""GPU host check of the vLLM backend: a level's burst through our stack vs the raw engine.
 
     PYTHONPATH=/tmp/site:. VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 \
         python bench/vllm_gpu_check.py /tmp/smollm2-hf [--requests 256] [--tokens 128]
 
 Sends the same requests twice: once straight to `AsyncLLM.generate` (the engine's own figure),
-once through `backends.vllm_engine.VLLMEngine` wrapped in `backends.base.Backend` (ours), and
-prints tokens/s for both and their ratio, then one schema-constrained judgement as a smoke test.
+once through the stack `backends.registry.BackendPool` builds over `backends.vllm_engine.VLLMEngine`
+(ours, as a run gets it), and prints tokens/s for both and their ratio, then one
+schema-constrained judgement as a smoke test.
 Not run in CI: it needs a GPU and vLLM (extra `vllm`).
 """
 
@@ -19,13 +20,16 @@ import uuid
 
 from pydantic import BaseModel
 
-from backends.base import Backend
 from backends.ledger import Ledger
-from backends.vllm_engine import VLLMEngine
+from backends.registry import BackendPool
+from backends.vllm_engine import VLLMEngine, build
+from schemas.config import BackendConfig, RunConfig
 from schemas.llm import LLMRequest, Message, Sampling
 
 
 class Verdict(BaseModel):
+    """The smoke test's structured answer."""
+
     rationale: str
     score: int
 
@@ -37,7 +41,18 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     args = parser.parse_args()
 
-    engine = VLLMEngine(args.model, dtype="bfloat16", max_model_len=2048, gpu_memory_utilization=0.5)
+    config = RunConfig(backends={"default": BackendConfig(
+        kind="vllm", model=args.model, dtype="bfloat16", max_model_len=2048, gpu_memory_utilization=0.5,
+        max_concurrency=args.requests)})
+    engines: list[VLLMEngine] = []
+
+    def keep(backend: BackendConfig, model: str | None) -> VLLMEngine:  # the registry's builder; we keep the engine
+        engines.append(build(backend, model))
+        return engines[-1]
+
+    pool = BackendPool(config, Ledger(), keep)
+    stack = pool.for_role("policy")
+    engine = engines[0]
     api = engine.api
     prompts = [f"Story {i}: once upon a time" for i in range(args.requests)]
 
@@ -55,11 +70,10 @@ async def main() -> None:
     raw_tokens = sum(await asyncio.gather(*(raw(p) for p in prompts)))
     raw_rate = raw_tokens / (time.perf_counter() - started)
 
-    backend = Backend(engine, name="vllm", ledger=Ledger(), max_concurrency=args.requests)
     sampling = Sampling(temperature=0.8, max_tokens=args.tokens, seed=None)
 
     async def ours(prompt: str) -> int:
-        result = await backend.generate(LLMRequest(role="policy", prompt=prompt, sampling=sampling))
+        result = await stack.complete(LLMRequest(role="policy", prompt=prompt, sampling=sampling))
         return result.usage.tokens_out
 
     started = time.perf_counter()
@@ -67,13 +81,12 @@ async def main() -> None:
     our_rate = our_tokens / (time.perf_counter() - started)
     print(f"engine: {raw_rate:,.0f} tok/s   ours: {our_rate:,.0f} tok/s   ratio: {our_rate / raw_rate:.2f}")
 
-    verdict = await backend.generate_structured(
+    verdict = await pool.for_role("judge").complete(
         LLMRequest(role="judge", messages=[Message(role="user", content="Rate 2+2=4 from 1 to 5 as JSON.")],
-                   sampling=Sampling(max_tokens=96)),
-        Verdict,
-    )
-    print("structured:", json.dumps(verdict.values[0].model_dump()))
-    await backend.aclose()
+                   sampling=Sampling(max_tokens=96), json_schema=Verdict.model_json_schema(), schema_name="verdict",
+                   output_type=Verdict))
+    print("structured:", json.dumps(verdict.parsed[0].model_dump()))
+    await pool.aclose()
 
 
 if __name__ == "__main__":
