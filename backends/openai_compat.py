@@ -35,9 +35,10 @@ from schemas.llm import Choice, LLMRequest, LLMResult, fold_system
 from schemas.usage import Usage
 
 _SCHEMA_REJECTED = ("json_schema", "response_format", "json_object")
-_NO_CREDIT = ("insufficient_quota", "billing", "credit")  # a 429 that no wait can cure
+_NO_CREDIT = ("insufficient_quota", "exceeded your current quota")  # a 429 that no wait can cure
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_TAGS = re.compile(r"<[^>]*>")  # an HTML error page, read as its text
+_TAGS = re.compile(r"<[/!]?[A-Za-z][^<>]*>")  # an HTML error page is read as its text; "x <= 2" is kept
+_AGAIN = "then run again (--resume continues a stopped run)"
 MAX_FAULT_TEXT = 300  # server text kept in a fault: what went wrong, never a whole HTML page
 OPENAI_STOP_LIMIT = 4  # api.openai.com accepts at most four stop strings; other servers take them all
 
@@ -126,12 +127,12 @@ class OpenAICompatEngine:
                 messages = fold_system(request.messages) if self.folds_system else request.messages
                 response = await self._client.chat.completions.create(messages=[m.model_dump() for m in messages],
                                                                       **params)
-                replies = [(c.message.content, c.finish_reason) for c in _choices(response)]
+                replies = [(c.message.content, c.finish_reason) for c in _choices(response, params["n"])]
             else:
                 if request.json_schema is not None:
                     params["extra_body"] = {"structured_outputs": {"json": request.json_schema}}
                 response = await self._client.completions.create(prompt=request.prompt or "", **params)
-                replies = [(c.text, c.finish_reason) for c in _choices(response)]
+                replies = [(c.text, c.finish_reason) for c in _choices(response, params["n"])]
             choices = [Choice(text=_text(text), finish_reason=_text(reason) or None) for text, reason in replies]
             usage = getattr(response, "usage", None)
             tokens = Usage(tokens_in=_count(usage, "prompt_tokens"), tokens_out=_count(usage, "completion_tokens"))
@@ -182,16 +183,16 @@ class OpenAICompatEngine:
         status, body = exc.status_code, exc.body if isinstance(exc.body, dict) else {}
         said = exc.message if isinstance(body.get("message"), str) else f"{exc.message} - {exc.body or ''}"
         message = self._say(f"HTTP {status}: {_TAGS.sub(' ', said)}")  # the SDK keeps only `message` fields
-        code = str(body.get("code") or body.get("type") or "") + " " + str(exc.message)
+        code = f"{body.get('code')} {body.get('type')} {exc.message}"
         if status in (401, 403):
             return EngineRefused(f"{self.shown_url} refused the API key (HTTP {status}): check the key in the "
-                                 f"environment variable {self.api_key_env}, then resume", status=status)
+                                 f"environment variable {self.api_key_env}, {_AGAIN}", status=status)
         if status == 404:
-            return EngineRefused(f"{self.shown_url} has no model {self.model!r} (HTTP 404): check --model (the "
-                                 "server's served model name) or base_url (most end in /v1), then resume", status=404)
+            return EngineRefused(f"{self.shown_url} has no model {self.model!r} (HTTP 404): check --model (the name "
+                                 f"the server serves) or base_url (most end in /v1), {_AGAIN}", status=404)
         if status == 402 or (status == 429 and any(word in code.lower() for word in _NO_CREDIT)):
             return EngineRefused(f"{self.shown_url} refused the call for lack of quota or credit (HTTP {status}): "
-                                 f"add credit or use another key in {self.api_key_env}, then resume", status=status)
+                                 f"add credit or use another key in {self.api_key_env}, {_AGAIN}", status=status)
         if status == 429:
             return RateLimited(message, retry_after_s=_retry_after(exc.response))
         if status in (408, 409) or status >= 500:
@@ -226,10 +227,10 @@ class OpenAICompatEngine:
         await self._client.close()
 
 
-def _choices(response: Any) -> list[Any]:
+def _choices(response: Any, n: int) -> list[Any]:  # at most the n asked for: more would be counted as samples
     if not isinstance(choices := getattr(response, "choices", None), list) or not choices:
         raise InvalidOutput("the server's reply holds no choices")
-    return choices
+    return choices[:n]
 
 
 def _text(value: Any) -> str:
@@ -275,8 +276,7 @@ def _tls() -> Any:  # the SDK's HTTP library: httpx2 in openai 3, httpx before
 
 
 def _rejects_schema(fault: EngineFault) -> bool:
-    status = getattr(fault, "status", None)
-    return status in (400, 422, 500) and any(word in str(fault) for word in _SCHEMA_REJECTED)
+    return getattr(fault, "status", None) in (400, 422, 500) and any(word in str(fault) for word in _SCHEMA_REJECTED)
 
 
 def _rejects_system(fault: EngineFault) -> bool:

@@ -4,8 +4,8 @@
   the outermost braces tolerated) and validated with pydantic; invalid choices are dropped and
   counted, and `parsed` holds the survivors. None valid is an `InvalidOutput` fault — or a
   `TruncatedOutput` when a choice was cut off at `max_tokens` — which the retry layer retries.
-- Plain requests: each choice's text passes through `request.clean`; no text at all is an
-  `EmptyOutput` fault.
+- Plain requests: each choice's text passes through `request.clean`; empty choices are dropped
+  and counted (never an answer that could be scored), and no text at all is an `EmptyOutput` fault.
 
 A fault raised here carries the usage of the reply it rejects, so a call's account includes
 the attempts that were paid for and thrown away. Like every layer, it annotates the result in
@@ -103,7 +103,10 @@ class ValidationLayer(Layer):
     def _plain(self, request: LLMRequest, result: LLMResult) -> LLMResult:
         clean = request.clean or str.strip
         choices = [Choice(text=clean(c.text), finish_reason=c.finish_reason) for c in result.choices]
-        if not any(c.text for c in choices):
+        kept = [c for c in choices if c.text]
+        if not kept:
             raise EmptyOutput("the engine returned no text")
-        result.choices = choices
+        if len(kept) < len(choices):
+            self.ledger.fault(request.role, EmptyOutput.kind)  # dropped and counted, as invalid structured ones
+        result.choices = kept
         return result
