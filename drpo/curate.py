@@ -7,17 +7,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import structlog
 
 from backends.registry import EngineFactory, build_engine
 from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, load_examples
+from drpo.logs import get_logger
+from drpo.runner import check_names
 from drpo.session import RunOptions, run_session, write_atomic
 from graph.context import RunContext
 from graph.curation import curate_pool
 from schemas.artifact import Accounting, CuratedPool
 from schemas.catalogue import AspectCatalogue
 
-log = structlog.get_logger("drpo.progress")
+log = get_logger("drpo.progress")
 
 
 @dataclass
@@ -27,6 +28,7 @@ class CurateOptions(RunOptions):
 
 
 async def curate(options: CurateOptions, engine_factory: EngineFactory = build_engine) -> CuratedPool:
+    check_names(options.config)
     seeds, source = load_examples(options.examples)
     started = time.perf_counter()
     async with run_session(options, engine_factory) as session:

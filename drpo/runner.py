@@ -7,20 +7,22 @@ The artifacts are written atomically (temp file + rename) once the search has fi
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import anyio
-import structlog
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.sqlite.aio import AsyncSqliteStore
 from pydantic import BaseModel
 
 from agents.curator import ExamplePool
 from agents.embedders import make_embedder
-from backends.errors import EngineUnavailable
 from backends.registry import EngineFactory, build_engine
 from drpo.datasets import (
     DEFAULT_EXAMPLES,
@@ -32,24 +34,45 @@ from drpo.datasets import (
     stratified_order,
 )
 from drpo.errors import UserInputError
+from drpo.logs import get_logger
 from drpo.session import RunOptions, Session, run_session, write_atomic
 from graph.beam import build_beam_graph
 from graph.context import RunContext
-from graph.level_log import LevelLog
-from graph.state import BeamNode, Child, Evaluation, ExpandTask
-from schemas.artifact import Accounting, FinalNode, LevelSummary, RunArtifact, TrainItem
+from graph.records import read_search
+from graph.roles import CRITICS, known_roles, roles_in_use
+from graph.selectors import find_selector, selector_names
+from graph.state import BeamNode, checkpoint_serde
+from schemas.artifact import Accounting, FinalNode, RunArtifact, TrainItem
 from schemas.catalogue import AspectCatalogue
 from schemas.config import RunConfig
-from schemas.messages import AspectScore
+from schemas.errors import ProjectError, first_of
+from schemas.records import CandidateRecord, LevelRecord
 
-log = structlog.get_logger("drpo.progress")
+log = get_logger("drpo.progress")
 
-STATE_TYPES = (BeamNode, Child, Evaluation, ExpandTask, AspectScore)
-"""Every pydantic type stored in graph state, allowed through the checkpoint serializer."""
+CHECKPOINTS = "checkpoints.sqlite"
+"""The run's checkpoints and, in the same file, its record store (graph/records.py)."""
 
 
-def checkpoint_serde() -> JsonPlusSerializer:
-    return JsonPlusSerializer(allowed_msgpack_modules=None).with_msgpack_allowlist(STATE_TYPES)
+def check_names(config: RunConfig) -> None:
+    """Every role, budget, critic and selector the config names exists (else one line that lists
+    the known ones), and every role the run will call has a backend. Run before anything is written."""
+    roles = known_roles()
+    for section, names in (("roles", config.roles), ("budgets", config.budgets)):
+        for name in names:
+            if name not in roles:
+                raise UserInputError(f"[{section}.{name}]: unknown role {name!r}; known roles: {', '.join(roles)}")
+    for name in config.critics:
+        if name not in CRITICS:
+            raise UserInputError(f"critics: unknown critic {name!r}; known critics: {', '.join(sorted(CRITICS))}")
+    for role in roles_in_use(config):
+        backend = config.role(role).backend
+        if backend not in config.backends:
+            raise UserInputError(f"role {role!r} runs on backend {backend!r}, which is not defined under [backends]; "
+                                 f"add [backends.{backend}] or bind it with [roles.{role}] backend = \"NAME\"")
+    if config.search.selector not in selector_names():
+        raise UserInputError(f"[search] selector: unknown selector {config.search.selector!r}; "
+                             f"known selectors: {', '.join(selector_names())}")
 
 
 @dataclass
@@ -74,7 +97,6 @@ class RunManifest(BaseModel):
 
 
 MANIFEST = "run.json"
-LEVELS = "levels.jsonl"
 
 
 def resume_options(out: Path, **overrides) -> OptimizeOptions:  # type: ignore[no-untyped-def]
@@ -93,6 +115,7 @@ def resume_options(out: Path, **overrides) -> OptimizeOptions:  # type: ignore[n
 
 async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = build_engine) -> RunArtifact:
     config = options.config
+    check_names(config)
     ordered = stratified_order(load_queries(options.train), config.search.seed)
     examples, examples_file = load_examples(options.examples)
     pool = ExamplePool(examples, make_embedder(options.embedder, options.cache_dir), options.cache_dir)
@@ -107,79 +130,82 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
                 examples_sha256=file_digest(examples_file), embedder=options.embedder,
             )
             write_atomic(options.out / MANIFEST, manifest.model_dump_json(indent=2))
-        log.info("run.resume" if options.resume else "run.start", run_id=options.run_id, out=str(options.out), models=session.models,
-                 depth=config.search.depth, beam=config.search.beam, actions=config.search.actions,
-                 queries=len(ordered))
+        log.info("run.resume" if options.resume else "run.start", run_id=options.run_id, out=str(options.out),
+                 models=session.models, depth=config.search.depth, beam=config.search.beam,
+                 actions=config.search.actions, queries=len(ordered))
         used = (config.search.depth + config.search.max_depth_increase) * config.search.queries_per_level
-        structlog.get_logger("drpo.run").info(
+        get_logger("drpo.run").info(
             "query_order", seed=config.search.seed, order=[q.query for q in ordered[:used]]
         )
-        final = await _unwrapped(_search(options, config, session, pool, ordered))
-        artifact = _artifact(options, config, session, pool, ordered, final, time.perf_counter() - started)
+        ctx = RunContext(config=config, backends=session.backends, catalogue=AspectCatalogue.load(), examples=pool,
+                         queries=[q.query for q in ordered], criteria_cache=session.criteria_cache)
+        result = await _unwrapped(_search(options, ctx))
+        artifact = _artifact(options, session, pool, ordered, result, time.perf_counter() - started)
         artifact.examples_source = str(examples_file)
         artifact.examples_sha256 = file_digest(examples_file)
         write_atomic(options.out / "prompt.txt", artifact.prompt + "\n")
         write_atomic(options.out / "artifact.json", artifact.model_dump_json(indent=2))
-        log.info("run.done", out=str(options.out), wall_s=round(artifact.wall_s, 1), score=round(artifact.best.score, 3))
+        log.info("run.done", out=str(options.out), wall_s=round(artifact.wall_s, 1),
+                 score=round(artifact.best.score, 3))
     return artifact
 
 
-async def _search(options, config, session: Session, pool, ordered: list[TrainQuery]) -> dict:  # type: ignore[no-untyped-def]
-    search = config.search
-    recursion_limit = 4 * (search.depth + search.max_depth_increase) + 16
-    async with (
-        aiosqlite.connect(options.out / "checkpoints.sqlite") as conn,
-        anyio.create_task_group() as background,
-    ):
-        await conn.execute("PRAGMA journal_mode=WAL")
+@dataclass
+class SearchResult:
+    final: dict[str, Any]
+    """The graph's final state."""
+    levels: list[LevelRecord]
+    candidates: list[CandidateRecord]
+
+
+async def _search(options: OptimizeOptions, ctx: RunContext) -> SearchResult:
+    """The search, from its last checkpoint if there is one, and the records it made."""
+    path = options.out / CHECKPOINTS
+    async with aiosqlite.connect(path) as conn:
+        async with conn.execute("PRAGMA journal_mode=WAL"):
+            pass  # closed at once: an open statement would keep the store's connection out of the file
         saver = AsyncSqliteSaver(conn, serde=checkpoint_serde())
-        ctx = RunContext(
-            config=config, backends=session.backends, catalogue=AspectCatalogue.load(), examples=pool,
-            queries=[q.query for q in ordered], criteria_cache=session.criteria_cache, background=background,
-            levels=LevelLog(options.out / LEVELS),
-        )
-        graph = build_beam_graph(checkpointer=saver)
-        run_config = {"configurable": {"thread_id": options.run_id}, "recursion_limit": recursion_limit}
-        saved = await graph.aget_state(run_config)
-        if saved.values.get("best") is not None and not saved.next:  # finished; only the artifacts were missing
-            final = saved.values
-        else:
-            start = None if saved.created_at is not None else {}  # None continues from the last checkpoint
-            final = await graph.ainvoke(start, config=run_config, context=ctx, durability="sync")
+        # The store has its own connection: it runs explicit transactions that must not interleave
+        # with the saver's on one connection. WAL lets the two share the file.
+        async with AsyncSqliteStore.from_conn_string(str(path)) as store:
+            await store.setup()
+            final = await _run_graph(options.run_id, ctx, build_beam_graph(checkpointer=saver, store=store))
+            levels, candidates = await read_search(store, final.get("levels", []))
+    return SearchResult(final=final, levels=levels, candidates=candidates)
+
+
+async def _run_graph(run_id: str, ctx: RunContext, graph: CompiledStateGraph) -> dict[str, Any]:
+    search = ctx.config.search
+    run_config: RunnableConfig = {"configurable": {"thread_id": run_id},
+                                  "recursion_limit": 4 * (search.depth + search.max_depth_increase) + 16}
+    saved = await graph.aget_state(run_config)
+    if saved.values.get("best") is not None and not saved.next:  # finished; only the artifacts were missing
+        return dict(saved.values)
+    start = None if saved.created_at is not None else {}  # None continues from the last checkpoint
+    async with anyio.create_task_group() as background:
+        ctx.background = background
+        final = await graph.ainvoke(start, config=run_config, context=ctx, durability="sync")
         background.cancel_scope.cancel()  # selections prefetched for levels the search never reached
     return final
 
 
-async def _unwrapped(search):  # type: ignore[no-untyped-def]
-    """The search's result; an engine outage surfaces as itself, not inside an ExceptionGroup."""
+async def _unwrapped(search: Awaitable[SearchResult]) -> SearchResult:
+    """The search's result; a project error (an engine outage or refusal) surfaces as itself, not
+    inside the ExceptionGroups of the task groups it crossed."""
     try:
         return await search
     except BaseExceptionGroup as group:
-        outage = group.subgroup(EngineUnavailable)
-        if outage is not None:
-            raise _leaf(outage) from None
+        known = first_of(group, (ProjectError, UserInputError))
+        if known is not None:
+            raise known from None
         raise
 
 
-def _leaf(group: BaseExceptionGroup) -> BaseException:
-    first = group.exceptions[0]
-    return _leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-def _artifact(options, config, session, pool, ordered, final, wall_s) -> RunArtifact:  # type: ignore[no-untyped-def]
-    ledger = session.ledger
-    best: BeamNode = final["best"]
-    mode = "mean" if config.search.beam > 1 else "last"
-    levels = [
-        LevelSummary(
-            level=r.level, query_index=r.query_index, max_depth=r.max_depth, bumped=r.bumped,
-            best_reward=r.best_reward, mean_reward=r.mean_reward, candidates=len(r.candidates),
-            failed=sum(c.failure is not None for c in r.candidates), skipped=sum(c.skipped for c in r.candidates),
-            kept=r.kept, query=r.query, nodes=r.candidates,
-        )
-        for r in LevelLog(options.out / LEVELS).read()
-    ]
-    used = (len(levels) + 1) * config.search.queries_per_level
+def _artifact(options: OptimizeOptions, session: Session, pool: ExamplePool, ordered: list[TrainQuery],
+              result: SearchResult, wall_s: float) -> RunArtifact:
+    config, ledger = options.config, session.ledger
+    best: BeamNode = result.final["best"]
+    used = (len(result.levels) + 1) * config.search.queries_per_level
     ev = best.evaluation
     return RunArtifact(
         run_id=options.run_id,
@@ -194,12 +220,14 @@ def _artifact(options, config, session, pool, ordered, final, wall_s) -> RunArti
         seed=config.search.seed,
         train_file=str(options.train),
         query_order=[TrainItem(query=q.query, source=q.source) for q in ordered[:used]],
-        levels=levels,
+        levels=result.levels,
+        candidates=result.candidates,
         best=FinalNode(
-            node_id=best.node_id, prompt=best.prompt, rewards=best.rewards, score=best.score(mode),
+            node_id=best.node_id, prompt=best.prompt, rewards=best.path_rewards,
+            score=find_selector(config.search.selector).score(best, config.search),
             last_query=ev.query if ev else None, last_response=ev.response if ev else None,
             last_scores=ev.scores if ev else {},
         ),
-        stopped=final.get("stopped"),
+        stopped=result.final.get("stopped"),
         accounting=Accounting(total=ledger.total(), by_role=ledger.by_role(), by_backend=ledger.by_backend()),
     )

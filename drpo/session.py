@@ -20,18 +20,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import structlog
 
 from agents.criteria import CriteriaCache
 from backends.cache import ResponseCache
 from backends.errors import EngineConfigError
-from backends.ledger import Ledger
+from backends.ledger import Ledger, LedgerBook
 from backends.registry import BackendPool, EngineFactory, build_engine
 from drpo.errors import UserInputError
 from drpo.logs import run_logs
 from drpo.redact import Redactor, current, redacting
 from drpo.redacting_engine import redacting_factory
 from schemas.config import RunConfig
+from schemas.errors import first_leaf
 
 
 def default_cache_dir() -> Path:
@@ -85,6 +87,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 JOURNAL = "journal.sqlite"
 """Every answer the run received, so that a resumed run replays them instead of asking again."""
+LEDGER = "ledger.sqlite"
+"""Every call the run sent, fault and replay, across processes (backends/ledger.py)."""
 
 
 @contextmanager
@@ -95,6 +99,20 @@ def _scrubbed_errors(redactor: Redactor) -> Iterator[None]:
     except Exception as exc:
         redactor.scrub_in_place(exc)
         raise
+
+
+@asynccontextmanager
+async def _watching(backends: BackendPool) -> AsyncIterator[None]:
+    """While the block runs, a stalled engine is reported on the console (`engine.stalled`)."""
+    try:
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(backends.watch)
+            try:
+                yield
+            finally:
+                watchers.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the task group wraps whatever the run raised
+        raise first_leaf(group) from None
 
 
 @asynccontextmanager
@@ -118,16 +136,20 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
                 raise UserInputError(redactor.scrub(str(exc))) from None
             raise
         options.out.mkdir(parents=True, exist_ok=True)
-        journal = ResponseCache(options.out / JOURNAL)
+        journal = ResponseCache(options.out / JOURNAL, journal=True)
         backends.add_journal(journal)
+        book = LedgerBook(options.out / LEDGER)
+        ledger.attach(book)  # a resumed run continues its account and its budgets
         criteria = CriteriaCache(options.cache_dir / "criteria.sqlite" if options.criteria_cache else None)
         with run_logs(options.out, redactor):
             try:
                 with structlog.contextvars.bound_contextvars(run_id=options.run_id):
-                    yield Session(ledger=ledger, backends=backends, models=models, criteria_cache=criteria)
+                    async with _watching(backends):
+                        yield Session(ledger=ledger, backends=backends, models=models, criteria_cache=criteria)
             finally:
                 await backends.aclose()
                 criteria.close()
                 journal.close()
+                book.close()
                 if responses is not None:
                     responses.close()

@@ -5,39 +5,46 @@
     ┌─> route_level     stop when the next query is past the depth; else one `expand` per beam node
     │   expand          rewrite the node's prompt (or skip), then answer and judge every candidate
     │                   on this level's query: all candidates in flight, each judged when its answer lands
-    └── keep_top        +1 depth if any node skipped (at most +M in all); keep the top B by path mean
-        finish          the deliverable: the last prompt on the best path
+    └── keep_top        +1 depth if any node skipped (at most +M in all); the selector keeps the next beam
+        finish          the deliverable: the selector's pick of the final beam
 
 One query per level: every candidate of level l answers query l + 1, so their rewards compare.
 With `queries_per_level` m > 1 (minibatch mode) a level is a block of m queries and a candidate's
 reward is its mean over the block; all m x candidates calls of a level are in flight together.
 A candidate whose generation or judgement keeps failing is dropped for the level, never scored.
+
+Which candidates survive is the selector's (graph/selectors/, `search.selector`); every record
+of the search goes to the run's record store (graph/records.py) as it is made.
 """
 
 from __future__ import annotations
 
-from statistics import fmean
 from typing import Literal
 
 import structlog
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
 from langgraph.types import Send
 
 from backends.errors import CallFailed
+from drpo.logs import get_logger
 from graph.context import RunContext
 from graph.fanout import gather
+from graph.records import ROOT, put_candidates, put_level
 from graph.roles import answer, criteria_for, judge_response, prefetch_criteria, rewrite
-from graph.state import BeamNode, BeamState, Child, Evaluation, ExpandTask, LevelRecord
-from schemas.artifact import CandidateRecord
+from graph.selectors import find_selector
+from graph.selectors.base import Selector
+from graph.state import BeamNode, BeamState, Child, Evaluation, ExpandTask
 from schemas.messages import RewriteRequest
+from schemas.records import CandidateRecord, LevelRecord, Verdict
 
-log = structlog.get_logger("drpo.beam")
-progress = structlog.get_logger("drpo.progress")
+log = get_logger("drpo.beam")
+progress = get_logger("drpo.progress")
 
 
-def aggregate_mode(ctx: RunContext) -> Literal["mean", "last"]:
-    return "mean" if ctx.config.search.beam > 1 else "last"
+# --- evaluating a prompt ------------------------------------------------------------------------
 
 
 async def evaluate(ctx: RunContext, prompt: str, query_index: int) -> Evaluation:
@@ -57,12 +64,23 @@ def block(ctx: RunContext, index: int) -> range:
     return range(index * m, (index + 1) * m)
 
 
-async def evaluate_block(ctx: RunContext, prompt: str, index: int) -> tuple[float, Evaluation]:
-    """The prompt's mean reward over its block (all queries in flight together), and the
-    evaluation the rewriter learns from: the block's lowest-scoring one (the first, when m = 1)."""
-    evaluations = await gather(*(evaluate(ctx, prompt, q) for q in block(ctx, index)))
-    feedback = min(evaluations, key=lambda e: e.reward)
-    return fmean(e.reward for e in evaluations), feedback
+async def evaluate_block(ctx: RunContext, prompt: str, index: int) -> list[Evaluation]:
+    """The prompt's evaluation on every query of its block (all in flight together), in query order."""
+    return list(await gather(*(evaluate(ctx, prompt, q) for q in block(ctx, index))))
+
+
+def feedback(evaluations: list[Evaluation]) -> Evaluation:
+    """What the rewriter learns from: the block's lowest-scoring answer (the first on ties)."""
+    return min(evaluations, key=lambda e: e.reward)
+
+
+def verdicts(evaluations: list[Evaluation]) -> list[Verdict]:
+    return [Verdict(query_index=e.query_index, reward=e.reward, scores=e.scores) for e in evaluations]
+
+
+def _store(runtime: Runtime[RunContext]) -> BaseStore:
+    assert runtime.store is not None, "the beam graph writes its records to a store (build_beam_graph(store=...))"
+    return runtime.store
 
 
 # --- nodes --------------------------------------------------------------------------------------
@@ -78,14 +96,18 @@ async def prefetch(state: BeamState, runtime: Runtime[RunContext]) -> dict:
 async def evaluate_root(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     prompt = ctx.config.search.initial_prompt
-    with structlog.contextvars.bound_contextvars(level=-1, node_id="root"):
+    record = CandidateRecord(node_id=ROOT, level=-1, prompt=prompt)
+    evaluation = None
+    with structlog.contextvars.bound_contextvars(level=-1, node_id=ROOT):
         try:
-            _, evaluation = await evaluate_block(ctx, prompt, 0)
+            evaluations = await evaluate_block(ctx, prompt, 0)
+            evaluation, record.verdicts = feedback(evaluations), verdicts(evaluations)
         except CallFailed as failure:
             log.warning("root.failed", error=str(failure))
-            evaluation = None
-    root = BeamNode(node_id="root", level=-1, prompt=prompt, history=[prompt], evaluation=evaluation)
-    progress.info("root.done", reward=evaluation.reward if evaluation else None)
+            record.failure = str(failure)
+    await put_candidates(_store(runtime), [record])
+    root = BeamNode(node_id=ROOT, level=-1, prompt=prompt, history=[prompt], evaluation=evaluation)
+    progress.info("root.done", reward=record.reward)
     return {"level": 0, "max_depth": ctx.config.search.depth, "beam": [root], "children": None}
 
 
@@ -96,9 +118,8 @@ def route_level(state: BeamState, runtime: Runtime[RunContext]) -> list[Send] | 
     next_block = state["level"] + 1
     if state.get("stopped") or next_block >= state["max_depth"] or block(ctx, next_block).stop > len(ctx.queries):
         return "finish"
-    return [
-        Send("expand", ExpandTask(node=node, beam_index=i, level=state["level"])) for i, node in enumerate(state["beam"])
-    ]
+    level = state["level"]
+    return [Send("expand", ExpandTask(node=node, beam_index=i, level=level)) for i, node in enumerate(state["beam"])]
 
 
 async def expand(task: ExpandTask, runtime: Runtime[RunContext]) -> dict:
@@ -106,10 +127,11 @@ async def expand(task: ExpandTask, runtime: Runtime[RunContext]) -> dict:
     node, level = task.node, task.level
     with structlog.contextvars.bound_contextvars(level=level, beam=task.beam_index, parent_id=node.node_id):
         candidates, skipped = await _propose(ctx, node)
-        children = await gather(
+        results = await gather(
             *(_evaluate_child(ctx, task, action, prompt, skipped) for action, prompt in enumerate(candidates))
         )
-    return {"children": list(children)}
+    await put_candidates(_store(runtime), [record for _, record in results])
+    return {"children": [child for child, _ in results]}
 
 
 async def _propose(ctx: RunContext, node: BeamNode) -> tuple[list[str], bool]:
@@ -131,84 +153,99 @@ async def _propose(ctx: RunContext, node: BeamNode) -> tuple[list[str], bool]:
 
 async def _evaluate_child(
     ctx: RunContext, task: ExpandTask, action: int, prompt: str, skipped: bool
-) -> Child:
+) -> tuple[Child, CandidateRecord]:
     parent = task.node
     node_id = f"L{task.level}.b{task.beam_index}.c{action}"
+    record = CandidateRecord(node_id=node_id, parent_id=parent.node_id, level=task.level, prompt=prompt,
+                             skipped=skipped)
+    child = Child(order=(task.beam_index, action), node_id=node_id, parent_id=parent.node_id, skipped=skipped)
     with structlog.contextvars.bound_contextvars(candidate=action, node_id=node_id):
-        base = dict(order=(task.beam_index, action), node_id=node_id, parent_id=parent.node_id, skipped=skipped)
         try:
-            reward, evaluation = await evaluate_block(ctx, prompt, task.level + 1)
+            evaluations = await evaluate_block(ctx, prompt, task.level + 1)
         except CallFailed as failure:
             log.warning("candidate.failed", error=str(failure))
-            return Child(**base, failure=str(failure))
-    history = (parent.history + [prompt])[-ctx.config.search.history :]
-    node = BeamNode(
-        node_id=node_id, parent_id=parent.node_id, level=task.level, prompt=prompt, history=history,
-        rewards=parent.rewards + [reward], evaluation=evaluation,
+            child.failure = record.failure = str(failure)
+            return child, record
+    record.verdicts = verdicts(evaluations)
+    record.path_rewards = [*parent.path_rewards, record.reward]
+    child.node = BeamNode(
+        node_id=node_id, parent_id=parent.node_id, level=task.level, prompt=prompt,
+        history=(parent.history + [prompt])[-ctx.config.search.history :],
+        path_rewards=record.path_rewards, evaluation=feedback(evaluations),
     )
-    return Child(**base, node=node)
+    return child, record
 
 
 async def keep_top(state: BeamState, runtime: Runtime[RunContext]) -> dict:
+    """Orchestrates the end of a level: bump the depth, ask the selector, record, stop on budget."""
     ctx = runtime.context
-    search = ctx.config.search
-    level, max_depth = state["level"], state["max_depth"]
+    selector = find_selector(ctx.config.search.selector)
     children = sorted(state["children"], key=lambda c: c.order)
-    bumped = any(c.skipped for c in children) and max_depth < search.depth + search.max_depth_increase
-    if bumped:
-        max_depth += 1
-        prefetch_criteria(ctx, [ctx.queries[i] for i in block(ctx, max_depth - 1) if i < len(ctx.queries)])
+    max_depth, bumped = _bump_depth(ctx, state["max_depth"], children)
     scored = [c.node for c in children if c.node is not None]
-    mode = aggregate_mode(ctx)
-    beam = sorted(scored, key=lambda n: -n.score(mode))[: search.beam]  # stable: ties keep expansion order
-    rewards = [n.rewards[-1] for n in scored]
-    record = LevelRecord(
-        level=level, query_index=block(ctx, level + 1).start, query=ctx.queries[block(ctx, level + 1).start],
-        max_depth=max_depth, bumped=bumped,
-        candidates=[_summary(c, mode) for c in children], kept=[n.node_id for n in beam],
+    beam = selector.next_beam(scored, state["beam"], ctx.config.search) if scored else []
+    record = _level_record(ctx, state["level"], max_depth, bumped, children, beam)
+    key = await put_level(_store(runtime), record)
+    _report(ctx, selector, record, children, beam)
+    return {"children": None, "max_depth": max_depth, "levels": [key]} | _advance(ctx, state["level"], beam)
+
+
+def _bump_depth(ctx: RunContext, max_depth: int, children: list[Child]) -> tuple[int, bool]:
+    """+1 depth when any node of the level skipped, up to +M in all; prefetch the block it adds."""
+    search = ctx.config.search
+    if not any(c.skipped for c in children) or max_depth >= search.depth + search.max_depth_increase:
+        return max_depth, False
+    prefetch_criteria(ctx, [ctx.queries[i] for i in block(ctx, max_depth) if i < len(ctx.queries)])
+    return max_depth + 1, True
+
+
+def _level_record(
+    ctx: RunContext, level: int, max_depth: int, bumped: bool, children: list[Child], beam: list[BeamNode]
+) -> LevelRecord:
+    rewards = [c.node.path_rewards[-1] for c in children if c.node is not None]
+    return LevelRecord(
+        level=level, query_indices=list(block(ctx, level + 1)), max_depth=max_depth, bumped=bumped,
+        candidates=[c.node_id for c in children], kept=[n.node_id for n in beam],
         best_reward=max(rewards) if rewards else None, mean_reward=sum(rewards) / len(rewards) if rewards else None,
     )
+
+
+def _report(
+    ctx: RunContext, selector: Selector, record: LevelRecord, children: list[Child], beam: list[BeamNode]
+) -> None:
     progress.info(
-        "level.done", level=level, max_depth=max_depth, candidates=len(children), failed=len(children) - len(scored),
-        skipped=sum(c.skipped for c in children), best=record.best_reward,
-        kept=[f"{n.node_id}={n.score(mode):.2f}" for n in beam],
+        "level.done", level=record.level, max_depth=record.max_depth, candidates=len(children),
+        failed=sum(c.node is None for c in children), skipped=sum(c.skipped for c in children),
+        best=record.best_reward, kept=[f"{n.node_id}={selector.score(n, ctx.config.search):.2f}" for n in beam],
     )
-    ctx.levels.append(record)
-    update: dict = {"children": None, "max_depth": max_depth}
-    if not beam:  # every candidate failed: end with the previous beam as the result
-        return update | {"stopped": ctx.backends.ledger.exhausted or f"every candidate of level {level} failed"}
-    update |= {"beam": beam, "level": level + 1}
-    if ctx.backends.ledger.exhausted:  # a budget ran out: finish with what this level found
-        update["stopped"] = ctx.backends.ledger.exhausted
-    return update
 
 
-def _summary(child: Child, mode: Literal["mean", "last"]) -> CandidateRecord:
-    node = child.node
-    return CandidateRecord(
-        node_id=child.node_id, parent_id=child.parent_id, skipped=child.skipped, failure=child.failure,
-        prompt=node.prompt if node else None, reward=node.rewards[-1] if node else None,
-        path_score=node.score(mode) if node else None,
-    )
+def _advance(ctx: RunContext, level: int, beam: list[BeamNode]) -> dict:
+    """The next level with the new beam; or stop: every candidate failed (the previous beam is
+    the result), or a budget ran out (finish with what this level found)."""
+    exhausted = ctx.backends.ledger.exhausted
+    if not beam:
+        return {"stopped": exhausted or f"every candidate of level {level} failed"}
+    return {"beam": beam, "level": level + 1} | ({"stopped": exhausted} if exhausted else {})
 
 
 async def finish(state: BeamState, runtime: Runtime[RunContext]) -> dict:
-    mode = aggregate_mode(runtime.context)
-    best = sorted(state["beam"], key=lambda n: -n.score(mode))[0]
-    return {"best": best}
+    search = runtime.context.config.search
+    return {"best": find_selector(search.selector).deliverable(state["beam"], search)}
 
 
-def build_beam_graph(checkpointer=None):  # type: ignore[no-untyped-def]
+def build_beam_graph(checkpointer=None, store: BaseStore | None = None):  # type: ignore[no-untyped-def]
+    """The compiled search. `store` receives the records (an in-memory one when not given)."""
     builder = StateGraph(BeamState, context_schema=RunContext)
     builder.add_node("prefetch_criteria", prefetch)  # selections for the first D queries, in the background
     builder.add_node("evaluate_root", evaluate_root)  # the initial prompt on query 0
     builder.add_node("expand", expand)  # one branch per beam node: rewrite, answer, judge
-    builder.add_node("keep_top", keep_top)  # depth bump, top-B by path mean
-    builder.add_node("finish", finish)  # the last prompt on the best path
+    builder.add_node("keep_top", keep_top)  # depth bump, the selector's next beam, the level record
+    builder.add_node("finish", finish)  # the selector's deliverable
     builder.add_edge(START, "prefetch_criteria")
     builder.add_edge("prefetch_criteria", "evaluate_root")
     builder.add_conditional_edges("evaluate_root", route_level, ["expand", "finish"])
     builder.add_edge("expand", "keep_top")
     builder.add_conditional_edges("keep_top", route_level, ["expand", "finish"])
     builder.add_edge("finish", END)
-    return builder.compile(checkpointer=checkpointer)
+    return builder.compile(checkpointer=checkpointer, store=store if store is not None else InMemoryStore())

@@ -1,7 +1,7 @@
 """What every node can reach at run time (LangGraph `context=`): engines, data, caches.
 
 Context is not checkpointed; it holds the live objects (clients, limiters, the example pool)
-that state must not.
+that state must not. The records a search produces go to the graph's store (graph/records.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from anyio.abc import TaskGroup
 from agents.criteria import CriteriaCache
 from agents.curator import ExamplePool
 from backends.registry import BackendPool
-from graph.level_log import LevelLog
 from schemas.catalogue import AspectCatalogue
 from schemas.config import RunConfig
 
@@ -26,9 +25,7 @@ class RunContext:
     examples: ExamplePool | None = None
     """The in-context pool the policy retrieves from (not used by curation)."""
     queries: list[str] = field(default_factory=list)
-    """The training stream in its seeded order; level l answers query l + 1, the root query 0."""
+    """The training stream in its seeded order; level l answers block l + 1, the root block 0."""
     criteria_cache: CriteriaCache = field(default_factory=lambda: CriteriaCache(None))
     background: TaskGroup | None = None
     """Where prefetches run, so they outlive the node that starts them."""
-    levels: LevelLog = field(default_factory=lambda: LevelLog(None))
-    """Where each level's record goes (levels.jsonl in the run folder)."""

@@ -2,7 +2,7 @@
 
 For one seed example:
 
-    select_criteria   a demanding critic picks 3-6 aspects for the query
+    select_criteria   a demanding critic picks 3-6 aspects for the query (kept for every round)
     judge_seed        the seed answer is judged; it is the best so far
     ┌─> route         stop at a perfect score or after N rounds
     │   rewrite       improve the latest answer (or the best, with `from_best`) from its critique
@@ -23,19 +23,22 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from backends.errors import CallFailed
+from drpo.logs import get_logger
 from graph.context import RunContext
 from graph.roles import criteria_for, improve_answer, judge_response
 from schemas.artifact import CuratedExample, CurationStep
-from schemas.messages import AnswerRewriteRequest, Example
+from schemas.messages import AnswerRewriteRequest, CriteriaSelection, Example
 
-log = structlog.get_logger("drpo.curation")
-progress = structlog.get_logger("drpo.progress")
+log = get_logger("drpo.curation")
+progress = get_logger("drpo.progress")
 
 
 class SeedState(TypedDict, total=False):
     index: int
     seed: Example
     example: CuratedExample
+    criteria: CriteriaSelection
+    """The selection fetched once for the seed; every judgement of its loop reuses it."""
     latest: CurationStep
     """The answer the next rewrite starts from, with its critique."""
     done: bool
@@ -45,9 +48,8 @@ def _total(step: CurationStep) -> int:
     return sum(s.score for s in step.scores.values())
 
 
-async def _judged(ctx: RunContext, example: CuratedExample, iteration: int, answer: str) -> CurationStep:
-    criteria = await criteria_for(ctx, example.query, "examples")
-    verdict = await judge_response(ctx, example.query, answer, criteria, "examples")
+async def _judged(ctx: RunContext, state: SeedState, iteration: int, answer: str) -> CurationStep:
+    verdict = await judge_response(ctx, state["example"].query, answer, state["criteria"], "examples")
     step = CurationStep(iteration=iteration, answer=answer, scores=verdict.scores)
     step.total = _total(step)
     return step
@@ -62,14 +64,14 @@ async def select_criteria(state: SeedState, runtime: Runtime[RunContext]) -> dic
         except CallFailed as failure:
             return {"example": example.model_copy(update={"failure": f"criteria: {failure}"}), "done": True}
     example.aspects, example.max_total = criteria.aspects, 5 * len(criteria.aspects)
-    return {"example": example}
+    return {"example": example, "criteria": criteria}
 
 
 async def judge_seed(state: SeedState, runtime: Runtime[RunContext]) -> dict:
     example = state["example"]
     with structlog.contextvars.bound_contextvars(example=state["index"], iteration=0):
         try:
-            step = await _judged(runtime.context, example, 0, example.seed_answer)
+            step = await _judged(runtime.context, state, 0, example.seed_answer)
         except CallFailed as failure:
             return {"example": example.model_copy(update={"failure": f"judging the seed: {failure}"}), "done": True}
     step.accepted = True
@@ -80,7 +82,8 @@ async def judge_seed(state: SeedState, runtime: Runtime[RunContext]) -> dict:
 def route(state: SeedState, runtime: Runtime[RunContext]) -> Literal["rewrite", "__end__"]:
     example = state["example"]
     rounds = len(example.history) - 1
-    if state.get("done") or example.best_total == example.max_total or rounds >= runtime.context.config.curation.iterations:
+    done = state.get("done") or example.best_total == example.max_total
+    if done or rounds >= runtime.context.config.curation.iterations:
         return END
     return "rewrite"
 
@@ -95,7 +98,7 @@ async def rewrite(state: SeedState, runtime: Runtime[RunContext]) -> dict:
         request = AnswerRewriteRequest(query=example.query, answer=base.answer, critique=base.scores)
         try:
             new = await improve_answer(ctx, request, iteration)
-            step = await _judged(ctx, example, iteration, new.answer)
+            step = await _judged(ctx, state, iteration, new.answer)
         except CallFailed as failure:
             log.warning("curation.round_failed", error=str(failure))
             return {"example": example.model_copy(update={"failure": f"round {iteration}: {failure}"}), "done": True}

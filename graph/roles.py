@@ -1,14 +1,28 @@
 """The one place that wires agents to the run: each role's engine, sampling, data and trace line.
 
-Nodes in beam.py call these functions; agents stay free of the graph. To add a critic role, write
-it in agents/, put its messages in schemas/, and add one entry to `CRITICS` (README, "Adding a role").
+Nodes in beam.py and curation.py call these functions; agents stay free of the graph. Each call
+gets its role's composed engine stack from `ctx.backends.for_role(role)` and its sampling from
+the config (the paper's defaults, then `[roles.NAME]`).
+
+Critics are open: a critic's verdict joins the judge's, so it enters the reward and the rewriter's
+critique. A model-backed critic is declared in its own agent module, which names everything the
+run needs to know about it:
+
+    ROLE = "tone"                            # `critics = ["tone"]`, `[roles.tone]`, `[budgets.tone]`,
+                                             # and the trace's `agent`
+    SAMPLING = Sampling(max_tokens=512)      # its defaults; `[roles.tone]` overrides any field
+    def request_from(judged: JudgeRequest) -> ToneRequest: ...      # what it is asked (traced)
+    async def critique(request: ToneRequest, *, engine: Engine, sampling: Sampling) -> Judgement: ...
+
+and wired with ONE line in `CRITICS` below: `model_critic("agents.tone_critic")`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-import structlog
 
 from agents.criteria import CriteriaCache, select_criteria
 from agents.curator import retrieve_examples, rewrite_answer
@@ -17,9 +31,11 @@ from agents.length_critic import critique_length
 from agents.policy import generate_response
 from agents.rewriter import rewrite_prompt
 from backends.errors import CallFailed
+from drpo.logs import get_logger
 from graph.context import RunContext
 from graph.fanout import gather
 from graph.trace import traced
+from schemas.config import ROLES, RunConfig
 from schemas.critics import LengthRequest
 from schemas.messages import (
     AnswerRewrite,
@@ -36,28 +52,70 @@ from schemas.messages import (
     Stage,
 )
 
-log = structlog.get_logger("drpo.graph")
-
-Critic = Callable[[JudgeRequest, RunContext], Awaitable[Judgement]]
+log = get_logger("drpo.graph")
 
 
-async def _length(request: JudgeRequest, ctx: RunContext) -> Judgement:
-    return await traced("length_critic", (msg := LengthRequest(response=request.response)), critique_length(msg))
+@dataclass(frozen=True)
+class Critic:
+    """A critic the run can turn on by name (`RunConfig.critics`)."""
+
+    name: str
+    run: Callable[[JudgeRequest, RunContext], Awaitable[Judgement]]
+    """Its verdict on the judge's request, traced."""
+    model_backed: bool = False
+    """True when it calls an engine: its name is then a role `[roles]` and `[budgets]` may bind."""
+
+
+def model_critic(module: str) -> Critic:
+    """The critic an agent module declares (see the module docstring), by its import path."""
+    agent = importlib.import_module(module)
+    role, default = agent.ROLE, agent.SAMPLING
+
+    async def run(judged: JudgeRequest, ctx: RunContext) -> Judgement:
+        request = agent.request_from(judged)
+        reply = agent.critique(request, engine=ctx.backends.for_role(role), sampling=ctx.config.sampling(role, default))
+        return await traced(role, request, reply)
+
+    return Critic(role, run, model_backed=True)
+
+
+async def _length(judged: JudgeRequest, ctx: RunContext) -> Judgement:
+    request = LengthRequest(response=judged.response)
+    return await traced("length_critic", request, critique_length(request))
 
 
 CRITICS: dict[str, Critic] = {
-    "length": _length,
+    critic.name: critic
+    for critic in (
+        Critic("length", _length),  # computed, calls no model (agents/length_critic.py)
+    )
 }
 """Extra critics by name; `RunConfig.critics` picks which run beside the judge."""
 
 
+def known_roles() -> list[str]:
+    """Every role an engine can serve: the paper's, then each model-backed critic's."""
+    return [*ROLES, *(name for name, critic in CRITICS.items() if critic.model_backed and name not in ROLES)]
+
+
+def roles_in_use(config: RunConfig) -> tuple[str, ...]:
+    """The roles a run with `config` calls engines for: the paper's, and each model-backed critic
+    it turns on (so their engines can be built and probed before the run starts)."""
+    critics = [name for name in config.critics if name in CRITICS and CRITICS[name].model_backed]
+    return (*ROLES, *dict.fromkeys(name for name in critics if name not in ROLES))
+
+
+# --- the paper's roles -------------------------------------------------------------------------
+
+
 async def criteria_for(ctx: RunContext, query: str, stage: Stage = "prompt") -> CriteriaSelection:
-    backend = ctx.backends.for_role("criteria")
+    engine = ctx.backends.for_role("criteria")
     request = CriteriaRequest(query=query, stage=stage)
-    key = CriteriaCache.key(backend.model, ctx.catalogue, query, stage)
+    key = CriteriaCache.key(engine.model, ctx.catalogue, query, stage)
 
     def select() -> Awaitable[CriteriaSelection]:
-        return select_criteria(request, backend=backend, catalogue=ctx.catalogue, sampling=ctx.config.sampling("criteria"))
+        sampling = ctx.config.sampling("criteria")
+        return select_criteria(request, engine=engine, catalogue=ctx.catalogue, sampling=sampling)
 
     selection = await traced("criteria", request, ctx.criteria_cache.get_or_select(key, select))
     if selection.cached:
@@ -84,9 +142,9 @@ async def answer(ctx: RunContext, prompt: str, query: str) -> PolicyResponse:
     retrieval = RetrievalRequest(query=query, k=ctx.config.search.k)
     examples = await traced("curator", retrieval, retrieve_examples(retrieval, pool=ctx.examples))
     request = PolicyRequest(system_prompt=prompt, query=query, examples=examples.examples)
-    backend = ctx.backends.for_role("policy")
     chat = ctx.config.backends[ctx.config.role("policy").backend].chat
-    reply = generate_response(request, backend=backend, sampling=ctx.config.sampling("policy"), chat=chat)
+    reply = generate_response(request, engine=ctx.backends.for_role("policy"), sampling=ctx.config.sampling("policy"),
+                              chat=chat)
     return await traced("policy", request, reply)
 
 
@@ -99,10 +157,11 @@ async def judge_response(
     request = JudgeRequest(
         query=query, response=response, aspects=criteria.aspects, reasoning=criteria.reasoning, stage=stage
     )
-    backend = ctx.backends.for_role("judge")
-    main = judge(request, backend=backend, catalogue=ctx.catalogue, sampling=ctx.config.sampling("judge"))
+    main = judge(request, engine=ctx.backends.for_role("judge"), catalogue=ctx.catalogue,
+                 sampling=ctx.config.sampling("judge"))
     critics = ctx.config.critics if stage == "prompt" else []
-    verdict, *extras = await gather(traced("judge", request, main), *(CRITICS[name](request, ctx) for name in critics))
+    verdict, *extras = await gather(traced("judge", request, main),
+                                    *(CRITICS[name].run(request, ctx) for name in critics))
     for extra in extras:
         verdict = verdict.merged(extra)
     return verdict
@@ -110,13 +169,11 @@ async def judge_response(
 
 async def improve_answer(ctx: RunContext, request: AnswerRewriteRequest, round_: int) -> AnswerRewrite:
     """The round number seeds the sample: rewriting the same answer twice (`from_best`) asks anew."""
-    backend = ctx.backends.for_role("curator")
     sampling = ctx.config.sampling("curator").model_copy(update={"seed": round_})
-    reply = rewrite_answer(request, backend=backend, sampling=sampling)
+    reply = rewrite_answer(request, engine=ctx.backends.for_role("curator"), sampling=sampling)
     return await traced("curator", request, reply)
 
 
 async def rewrite(ctx: RunContext, request: RewriteRequest) -> PromptCandidates:
-    backend = ctx.backends.for_role("rewriter")
-    reply = rewrite_prompt(request, backend=backend, sampling=ctx.config.sampling("rewriter"))
+    reply = rewrite_prompt(request, engine=ctx.backends.for_role("rewriter"), sampling=ctx.config.sampling("rewriter"))
     return await traced("rewriter", request, reply)

@@ -1,18 +1,23 @@
-"""The beam search's state: ids, prompts, scores and the last evaluation of each live node.
+"""The beam search's state: ids, prompts, path rewards and the last evaluation of each live node.
 
-Long histories are not kept: a node carries at most the last `history` prompts of its path and
-the evaluation the rewriter needs next, and level records go to graph/level_log.py, so state
-(and each checkpoint) does not grow with the text of past levels.
+State holds what the next step needs and nothing more: a node carries at most the last `history`
+prompts of its path and the evaluation the rewriter learns from; the records of the search (every
+candidate with its verdicts, every level) go to the run's record store (graph/records.py) and
+state keeps only their keys. So a checkpoint does not grow with the text of past levels.
+
+`STATE_TYPES` is the checkpoint allowlist: every pydantic type that can sit in this state, the
+only ones the checkpoint serializer will rebuild. It lives here so a new state type and its
+permission are one edit in one file.
 """
 
 from __future__ import annotations
 
-from statistics import fmean
-from typing import Annotated, Literal, TypedDict
+import operator
+from typing import Annotated, TypedDict
 
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from pydantic import BaseModel, Field
 
-from schemas.artifact import CandidateRecord
 from schemas.messages import AspectScore
 
 
@@ -30,23 +35,20 @@ class BeamNode(BaseModel):
     node_id: str
     parent_id: str | None = None
     level: int
-    """-1 for the root; level l nodes answered query l + 1."""
+    """-1 for the root; level l nodes answered block l + 1."""
     prompt: str
     history: list[str]
     """The last prompts on the path, oldest first, ending with `prompt`."""
-    rewards: list[float] = Field(default_factory=list)
+    path_rewards: list[float] = Field(default_factory=list)
     """Rewards along the path; the root's own evaluation never enters it (drpo-method.md §4)."""
     evaluation: Evaluation | None = None
-    """None only for a root whose evaluation failed."""
-
-    def score(self, aggregate: Literal["mean", "last"]) -> float:
-        if not self.rewards:
-            return 0.0
-        return fmean(self.rewards) if aggregate == "mean" else self.rewards[-1]
+    """What the rewriter learns from (the block's lowest-scoring answer); None only for a root
+    whose evaluation failed."""
 
 
 class Child(BaseModel):
-    """One candidate of a level: evaluated (`node` set) or failed (`failure` set)."""
+    """One candidate of a level: evaluated (`node` set) or failed (`failure` set). Its full
+    record (verdicts per query) is in the record store under `node_id`."""
 
     order: tuple[int, int]
     """(parent's place in the beam, action index): the reference's expansion order, for stable ranking."""
@@ -55,21 +57,6 @@ class Child(BaseModel):
     skipped: bool = False
     node: BeamNode | None = None
     failure: str | None = None
-
-
-class LevelRecord(BaseModel):
-    """One level of the search, as written to levels.jsonl (graph/level_log.py)."""
-
-    level: int
-    query_index: int
-    query: str
-    max_depth: int
-    """The depth limit after this level (raised by one when a node skipped)."""
-    bumped: bool
-    candidates: list[CandidateRecord]
-    kept: list[str]
-    best_reward: float | None
-    mean_reward: float | None
 
 
 def extend_or_reset(current: list[Child], update: list[Child] | None) -> list[Child]:
@@ -82,6 +69,8 @@ class BeamState(TypedDict, total=False):
     max_depth: int
     beam: list[BeamNode]
     children: Annotated[list[Child], extend_or_reset]
+    levels: Annotated[list[str], operator.add]
+    """Store keys of the level records this run made, in level order (graph/records.py)."""
     stopped: str | None
     """Why the search ended before its depth (e.g. every candidate of a level failed)."""
     best: BeamNode | None
@@ -93,3 +82,12 @@ class ExpandTask(BaseModel):
     node: BeamNode
     beam_index: int
     level: int
+
+
+STATE_TYPES: tuple[type[BaseModel], ...] = (BeamNode, Child, Evaluation, ExpandTask, AspectScore)
+"""Every pydantic type stored in graph state, allowed through the checkpoint serializer."""
+
+
+def checkpoint_serde() -> JsonPlusSerializer:
+    """The serializer for the run's checkpoints: only `STATE_TYPES` come back as themselves."""
+    return JsonPlusSerializer(allowed_msgpack_modules=None).with_msgpack_allowlist(STATE_TYPES)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.usage import Usage
 
@@ -101,6 +101,16 @@ class TemplateInfo(BaseModel):
 class Choice(BaseModel):
     text: str
     finish_reason: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _encodable(cls, text: str) -> str:
+        """A lone surrogate from an engine would crash the journal's write: make it U+FFFD."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return text
 
 
 class LLMResult(BaseModel):

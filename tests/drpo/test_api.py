@@ -15,6 +15,7 @@ from schemas.config import BackendConfig, RunConfig, SearchConfig
 from schemas.messages import Example
 from tests.graph.test_beam import write_queries
 from tests.scripted import DRPOScript
+from tests.stacks import stack
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,7 @@ async def test_inference_builds_byte_identical_prompts_to_optimization(tmp_path)
     query = during.messages[1].content.removeprefix("# Query:\n").split("\n\n# Answer:")[0]
 
     engine = ScriptedEngine(lambda r: "answer")
-    model = AlignedModel(system_prompt, artifact.examples, k=2, engine=engine, cache_dir=tmp_path / "cache")
+    model = AlignedModel(system_prompt, artifact.examples, k=2, engine=stack(engine), cache_dir=tmp_path / "cache")
     await model.answer(query)
     after = engine.requests[0]
     assert [m.model_dump() for m in after.messages] == [m.model_dump() for m in during.messages]
@@ -44,7 +45,7 @@ async def test_inference_builds_byte_identical_prompts_to_optimization(tmp_path)
 async def test_an_artifact_folder_answers_with_its_prompt_and_k_examples(tmp_path):
     artifact, _ = await optimized(tmp_path, depth=2, beam=1, actions=1)
     engine = ScriptedEngine(lambda r: "<START>\nHere you go.\n<END>")
-    model = AlignedModel.from_artifact(tmp_path / "run", engine=engine, cache_dir=tmp_path / "cache")
+    model = AlignedModel.from_artifact(tmp_path / "run", engine=stack(engine), cache_dir=tmp_path / "cache")
     assert await model.answer("How do I make rice?") == "Here you go."
     sent = engine.requests[0].messages[0].content
     assert artifact.prompt in sent and sent.count("# Query:") == 3  # k = 3 at inference by default

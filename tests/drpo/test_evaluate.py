@@ -1,4 +1,6 @@
-"""The evaluation harness (`run.py eval`), on a scripted world; the last test runs the embedded model."""
+"""The evaluation harness (`run.py eval`) on a scripted world keyed on the agents' typed messages;
+the artifact under test is a recorded run (tests/drpo/recorded_run.py); the last test runs the
+embedded model."""
 
 from __future__ import annotations
 
@@ -16,25 +18,16 @@ from backends.errors import InvalidOutput, TransportFault
 from backends.scripted import ScriptedEngine
 from drpo.cli import main
 from drpo.errors import UserInputError
-from drpo.evaluate import (
-    PLAIN_PROMPT,
-    EvalOptions,
-    bootstrap_interval,
-    evaluate,
-    format_summary,
-    load_eval_items,
-    prepare,
-    urial_target,
-    win_rates,
-    with_judge,
-)
-from drpo.runner import OptimizeOptions, optimize
-from schemas.config import BackendConfig, RunConfig, SearchConfig
-from schemas.evaluation import MULTI_ASPECTS, EvalSummary, ItemResult
+from drpo.eval_inputs import PLAIN_PROMPT, load_eval_items, urial_target
+from drpo.eval_stats import bootstrap_interval, win_rates
+from drpo.eval_summary import format_summary
+from drpo.evaluate import EvalOptions, evaluate, prepare, with_judge
+from schemas.config import BackendConfig, RunConfig
+from schemas.evaluation import MULTI_ASPECTS, RUBRIC_ASPECTS, EvalJudgeRequest, EvalSummary, ItemResult
 from schemas.llm import LLMRequest
+from schemas.messages import PolicyRequest
+from tests.drpo.recorded_run import DELIVERED, QUERIES, write_run
 from tests.engine_caps import caps_toml
-from tests.graph.test_beam import write_queries
-from tests.scripted import DRPOScript
 
 pytestmark = pytest.mark.anyio
 
@@ -55,13 +48,9 @@ def write_items(path: Path, records: list[dict] = HELD_OUT) -> Path:
 
 
 @pytest.fixture
-async def run_dir(tmp_path) -> Path:
-    """A recorded optimization (scripted world): its artifact is the one under test."""
-    config = RunConfig(search=SearchConfig(depth=2, beam=1, actions=1),
-                       backends={"default": BackendConfig(kind="openai", model="s")})
-    options = OptimizeOptions(config=config, out=tmp_path / "run", train=write_queries(tmp_path / "train.txt"))
-    await optimize(options, engine_factory=DRPOScript().engine)
-    return tmp_path / "run"
+def run_dir(tmp_path) -> Path:
+    """A finished optimization (its records written out): the artifact under test."""
+    return write_run(tmp_path / "run", tmp_path / "train.txt")
 
 
 def tag(prompt: str) -> str:
@@ -69,10 +58,11 @@ def tag(prompt: str) -> str:
 
 
 class EvalWorld:
-    """Policy answers name their prompt by a tag (the judge never sees the prompt); the judge scores
-    `score(prompt, query)` on every aspect of the schema it was sent."""
+    """The policy names its prompt by a tag in the answer (the judge never sees the prompt); the
+    judge scores `score(prompt, query)` on every aspect of the item's rubric. Both answer from the
+    request's typed message (PolicyRequest, EvalJudgeRequest), never from rendered prompt text."""
 
-    def __init__(self, score=lambda prompt, query: 3, fail=lambda role, request, prompt: None, delay: float = 0.0):  # type: ignore[no-untyped-def]
+    def __init__(self, score=lambda prompt, query: 3, fail=lambda role, message, prompt: None, delay: float = 0.0):  # type: ignore[no-untyped-def]
         self.score, self.fail, self.delay = score, fail, delay
         self.prompts: dict[str, str] = {}
         self.requests: list[LLMRequest] = []
@@ -89,17 +79,19 @@ class EvalWorld:
             await anyio.sleep(self.delay)
         finally:
             self.in_flight -= 1
-        if request.role == "policy":
-            prompt = request.messages[0].content.split("\n\n")[1]  # header, then the system prompt
-            self.prompts[tag(prompt)] = prompt
-            return self.fail("policy", request, prompt) or f"<START>\nAnswer {tag(prompt)}.\n<END>"
-        text = request.messages[-1].content
-        prompt = self.prompts[re.search(r"Answer (T[0-9a-f]{8})\.", text).group(1)]
-        query = text.split("## User query\n", 1)[1].split("\n\n## Answer", 1)[0]
-        if (fault := self.fail("judge", request, prompt)) is not None:
+        message = request.message
+        if isinstance(message, PolicyRequest):
+            self.prompts[tag(message.system_prompt)] = message.system_prompt
+            return self.fail("policy", message, message.system_prompt) or f"<START>\nAnswer {tag(message.system_prompt)}.\n<END>"
+        assert isinstance(message, EvalJudgeRequest), f"unexpected {type(message).__name__}"
+        prompt = self.prompts[re.search(r"Answer (T[0-9a-f]{8})\.", message.answer).group(1)]
+        if (fault := self.fail("judge", message, prompt)) is not None:
             return fault
-        value = self.score(prompt, query)
-        return {name: {"reason": f"scripted {value}", "score": value} for name in request.json_schema["properties"]}
+        value = self.score(prompt, message.query)
+        return {name: {"reason": f"scripted {value}", "score": value} for name in RUBRIC_ASPECTS[message.rubric]}
+
+    def sent(self, kind: type) -> list:
+        return [r.message for r in self.requests if isinstance(r.message, kind)]
 
 
 def options_for(tmp_path: Path, run_dir: Path, **overrides) -> EvalOptions:  # type: ignore[no-untyped-def]
@@ -217,7 +209,7 @@ def test_the_urial_baseline_has_a_prompt_and_three_fixed_examples():
     assert all(e.query and e.answer and "<START>" not in e.answer for e in target.examples)
 
 
-async def test_training_queries_are_refused_unless_allowed(tmp_path, run_dir):
+def test_training_queries_are_refused_unless_allowed(tmp_path, run_dir):
     trained = {"id": 9, "instruction": "  question   NUMBER 30? ", "category": "regular"}  # in the train file
     options = options_for(tmp_path, run_dir, data=write_items(tmp_path / "overlap.json", [*HELD_OUT, trained]))
     with pytest.raises(UserInputError, match="1 of 5 queries were in the training set.*--allow-train-overlap"):
@@ -226,12 +218,12 @@ async def test_training_queries_are_refused_unless_allowed(tmp_path, run_dir):
     assert len(prepare(options)[0]) == 5
 
 
-async def test_without_the_train_file_the_consumed_queries_are_the_training_set(tmp_path, run_dir):
+def test_without_the_train_file_the_consumed_queries_are_the_training_set(tmp_path, run_dir):
     artifact = json.loads((run_dir / "artifact.json").read_text())
     consumed = {q["query"] for q in artifact["query_order"]}
-    unused = next(f"Question number {i}?" for i in range(40) if f"Question number {i}?" not in consumed)
+    assert QUERIES[10] not in consumed
     Path(artifact["train_file"]).unlink()
-    fine = write_items(tmp_path / "fine.json", [{"id": 1, "instruction": unused}])
+    fine = write_items(tmp_path / "fine.json", [{"id": 1, "instruction": QUERIES[10]}])
     prepare(options_for(tmp_path, run_dir, data=fine))  # in the lost file, but never consumed: allowed
     seen = write_items(tmp_path / "seen.json", [{"id": 1, "instruction": min(consumed).upper()}])
     with pytest.raises(UserInputError, match="query_order"):
@@ -252,14 +244,27 @@ async def test_the_cli_refuses_training_queries_with_one_line_and_writes_nothing
         pytest.param(["--baseline", "nowhere"], "--baseline nowhere", id="unknown-baseline"),
         pytest.param(["-k", "-1"], "-k", id="negative-k"),
         pytest.param(["--judge-backend", "openai"], "--judge-model", id="judge-backend-without-model"),
+        pytest.param(["--judge-backend", "gpt"], "--judge-backend", id="judge-backend-unknown"),
         pytest.param(["--bootstrap", "0"], "--bootstrap", id="zero-bootstrap"),
     ],
 )
 async def test_the_cli_rejects_bad_eval_options(tmp_path, run_dir, capsys, argv, mentions):
     data = write_items(tmp_path / "items.json")
-    assert await in_thread(["eval", "--data", str(data), "--artifact", str(run_dir), "--out", str(tmp_path / "o"), *argv]) == 2
+    out = tmp_path / "o"
+    assert await in_thread(["eval", "--data", str(data), "--artifact", str(run_dir), "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and mentions in err[0], err
+    assert not out.exists()
+
+
+async def test_an_artifact_from_before_the_records_is_refused_with_one_line(tmp_path, run_dir, capsys):
+    artifact = json.loads((run_dir / "artifact.json").read_text())
+    del artifact["candidates"]
+    (run_dir / "artifact.json").write_text(json.dumps(artifact))
+    data = write_items(tmp_path / "items.json")
+    assert await in_thread(["eval", "--data", str(data), "--artifact", str(run_dir), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--artifact" in err[0] and "predates candidate records" in err[0]
 
 
 def test_the_cli_needs_data_and_an_artifact(capsys):
@@ -283,8 +288,8 @@ def test_the_judge_can_have_its_own_backend_or_model():
 
 
 async def test_every_configuration_answers_every_item_and_the_judge_sees_no_prompt(tmp_path, run_dir):
-    artifact = json.loads((run_dir / "artifact.json").read_text())
-    scores = {artifact["prompt"]: 5, PLAIN_PROMPT: 2, urial_target().prompt: 4}
+    urial = urial_target()
+    scores = {DELIVERED: 5, PLAIN_PROMPT: 2, urial.prompt: 4}
     world = EvalWorld(score=lambda prompt, query: scores[prompt])
     options = options_for(tmp_path, run_dir)
     summary = await evaluate(options, engine_factory=world.engine)
@@ -298,20 +303,18 @@ async def test_every_configuration_answers_every_item_and_the_judge_sees_no_prom
         assert line["mean"] == scores[world.prompts[line["answer"].split()[1].rstrip(".")]]
         assert line["reasons"][expected[0]].startswith("scripted")
 
-    judged = [r for r in world.requests if r.role == "judge"]
+    judged = [r for r in world.requests if isinstance(r.message, EvalJudgeRequest)]
     assert len(judged) == 12
-    for request in judged:
+    for request in judged:  # what the judge was sent holds no system prompt and no examples
         text = " ".join(m.content for m in request.messages)
-        assert all(prompt not in text for prompt in scores) and "# Instructions" not in text
-    policy = [r for r in world.requests if r.role == "policy"]
-    urial = [r for r in policy if urial_target().prompt in r.messages[0].content]
-    assert len(urial) == 4 and all(r.messages[0].content.count("# Query:\n") == 3 for r in urial)
-    first_queries = [e.query for e in urial_target().examples]
-    positions = [urial[0].messages[0].content.index(q) for q in first_queries]
-    assert positions == sorted(positions)  # the URIAL examples in their fixed order
-    drpo = [r for r in policy if artifact["prompt"] in r.messages[0].content and "/" in r.messages[0].content]
-    assert len(drpo) == 4 and all(r.messages[0].content.count("# Query:\n") == 3 for r in drpo)  # k = 3 retrieved
-    assert all(r.sampling.temperature == 0.7 for r in policy)
+        assert all(prompt not in text for prompt in scores) and "Example answer" not in text
+    policy = world.sent(PolicyRequest)
+    by_prompt = {p: [m for m in policy if m.system_prompt == p] for p in scores}
+    assert all(len(sent) == 4 for sent in by_prompt.values())
+    assert all(m.examples == urial.examples for m in by_prompt[urial.prompt])  # fixed, in their order
+    assert all(len(m.examples) == 3 for m in by_prompt[DELIVERED])  # k = 3 retrieved from the artifact's pool
+    assert all(m.examples == [] for m in by_prompt[PLAIN_PROMPT])
+    assert all(r.sampling.temperature == 0.7 for r in world.requests if isinstance(r.message, PolicyRequest))
 
     on_disk = EvalSummary.model_validate_json((options.out / "summary.json").read_text())
     assert on_disk == summary
@@ -319,10 +322,10 @@ async def test_every_configuration_answers_every_item_and_the_judge_sees_no_prom
     assert by_name["drpo"].aspects["helpfulness"].mean == 5.0 and by_name["drpo"].aspects["helpfulness"].n == 3
     assert by_name["drpo"].aspects["safety"].n == 1
     assert by_name["plain"].aspects["mean"].low == by_name["plain"].aspects["mean"].high == 2.0
-    assert by_name["urial"].examples == 3 and by_name["plain"].examples == 0
+    assert by_name["urial"].examples == 3 and by_name["plain"].examples == 0 and by_name["drpo"].examples == 3
     rates = {(w.a, w.b): w for w in summary.win_rates}
     assert (rates[("drpo", "plain")].wins, rates[("drpo", "urial")].wins, rates[("plain", "urial")].losses) == (4, 4, 4)
-    assert summary.safety_items == 1 and summary.models["judge"].endswith(":s")
+    assert summary.safety_items == 1 and summary.models == {"policy": "default:s", "judge": "default:s"}
     assert summary.accounting["by_role"]["judge"]["usage"]["calls"] == 12
 
     table = format_summary(summary, options.out)
@@ -332,11 +335,10 @@ async def test_every_configuration_answers_every_item_and_the_judge_sees_no_prom
 
 
 async def test_an_item_whose_calls_keep_failing_is_recorded_failed_never_scored(tmp_path, run_dir):
-    def fail(role, request, prompt):  # type: ignore[no-untyped-def]
-        text = request.messages[-1].content
-        if role == "judge" and prompt == PLAIN_PROMPT and "hash map" in text:
+    def fail(role, message, prompt):  # type: ignore[no-untyped-def]
+        if role == "judge" and prompt == PLAIN_PROMPT and "hash map" in message.query:
             return InvalidOutput("not JSON")
-        if role == "policy" and prompt != PLAIN_PROMPT and "/" in prompt and "haiku" in text:
+        if role == "policy" and prompt == DELIVERED and "haiku" in message.query:
             return TransportFault("down", status=503)
         return None
 
@@ -366,6 +368,20 @@ async def test_every_generation_and_judgement_is_in_flight_together_within_the_l
     await evaluate(options_for(tmp_path, run_dir, out=tmp_path / "bounded", config=config),
                    engine_factory=bounded.engine)
     assert bounded.peak == 3
+
+
+async def test_the_judge_on_its_own_engine_is_named_and_called_apart(tmp_path, run_dir):
+    policy, judge = EvalWorld(), EvalWorld()
+    judge.prompts = policy.prompts  # the judge decodes the policy's tags
+
+    def factory(config, model):  # type: ignore[no-untyped-def]
+        return (judge if model == "judge-model" else policy).engine(config, model)
+
+    config = with_judge(options_for(tmp_path, run_dir).config, "vllm", "judge-model")
+    summary = await evaluate(options_for(tmp_path, run_dir, config=config, baselines=[]), engine_factory=factory)
+    assert summary.models == {"policy": "default:s", "judge": "eval_judge:judge-model"}
+    assert len(policy.sent(PolicyRequest)) == 4 and policy.sent(EvalJudgeRequest) == []
+    assert len(judge.sent(EvalJudgeRequest)) == 4 and judge.sent(PolicyRequest) == []
 
 
 async def test_the_output_folder_must_be_new_or_forced(tmp_path, run_dir):

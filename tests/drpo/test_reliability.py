@@ -20,6 +20,8 @@ from tests.graph.test_beam import write_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.real_engine  # OpenAICompatEngine against the loopback world (tests/drpo_world.py)
+
 
 @pytest.mark.anyio
 async def test_a_run_at_20_percent_faults_completes_and_counts_every_injected_fault(tmp_path, monkeypatch):

@@ -79,3 +79,13 @@ async def test_accounting_is_in_the_artifact_per_role_and_backend(tmp_path):
     artifact = json.loads((tmp_path / "a" / "artifact.json").read_text())
     assert set(artifact["accounting"]["by_role"]) >= {"policy", "judge", "criteria", "rewriter"}
     assert list(artifact["accounting"]["by_backend"]) == ["default:s"]
+
+
+async def test_curate_checks_the_names_in_its_config_before_writing_anything(tmp_path):
+    from drpo.curate import CurateOptions, curate
+    from drpo.errors import UserInputError
+
+    config = RunConfig(backends={"default": BackendConfig(kind="openai", model="s")}, budgets={"judeg": Budget(calls=1)})
+    with pytest.raises(UserInputError, match=r"^\[budgets.judeg\]: unknown role 'judeg'; known roles: policy, "):
+        await curate(CurateOptions(config=config, out=tmp_path / "out"), engine_factory=DRPOScript().engine)
+    assert not (tmp_path / "out").exists()

@@ -12,13 +12,15 @@ from backends.scripted import schema_instance
 from drpo.curate import CurateOptions, curate
 from schemas.config import BackendConfig, CurationConfig, RunConfig
 from schemas.llm import LLMRequest
+from schemas.messages import AnswerRewriteRequest, CriteriaRequest, JudgeRequest
 
 pytestmark = pytest.mark.anyio
 ASPECTS = ["Helpfulness", "Clarity", "Depth"]  # max total 15
 
 
 class CurationScript:
-    """Judge scores come from `totals[answer]` (spread over three aspects); rewrites from `rewrites`."""
+    """Judge scores come from `totals[answer]` (spread over three aspects); rewrites from `rewrites`.
+    Every answer is decided from the agent's typed message, never from prompt text."""
 
     def __init__(self, totals: dict[str, int], rewrites: list[str], failing: set[str] = frozenset()) -> None:
         self.totals = totals
@@ -37,14 +39,15 @@ class CurationScript:
 
     async def handle(self, request: LLMRequest):  # type: ignore[no-untyped-def]
         self.requests.append(request)
-        if request.role == "criteria":
+        message = request.message
+        if isinstance(message, CriteriaRequest):
             answer = schema_instance(request.json_schema)
             answer["aspects_selection"] = {"reasoning": "r", "selected_aspects": ASPECTS}
             return answer
-        if request.role == "curator":
+        if isinstance(message, AnswerRewriteRequest):
             return {"analysis": "", "thought": "", "new_response": f"<START>\n{self.rewrites.pop(0)}\n<END>"}
-        text = request.messages[-1].content
-        answer = text.split("<<<RESPONSE>>>\n", 1)[1].split("\n<<<END RESPONSE>>>", 1)[0]
+        assert isinstance(message, JudgeRequest), message
+        answer = message.response
         if answer in self.failing:
             return InvalidOutput("bad")
         self.judging_now += 1
@@ -108,7 +111,7 @@ async def test_rewrites_start_from_the_latest_answer_or_with_from_best_the_best(
     script = CurationScript({"seed": 10, "worse": 5, "x": 5}, ["worse", "x"])
     await run(tmp_path, script, [("q", "seed")], iterations=2, from_best=from_best)
     second = [r for r in script.requests if r.role == "curator"][1]
-    assert f"## Current answer\n{rewritten}\n" in second.messages[-1].content
+    assert second.message.answer == rewritten
 
 
 async def test_a_round_whose_judgement_keeps_failing_ends_the_loop_with_the_best_kept(tmp_path):
@@ -130,4 +133,18 @@ async def test_every_seed_is_curated_at_once_and_the_pool_is_written(tmp_path):
     assert [e["query"] for e in written["examples"]] == ["q0", "q1", "q2", "q3"]
     assert [e.query for e in pool.examples] == ["q0", "q1", "q2", "q3"]
     judged = [r for r in script.requests if r.role == "judge"]
-    assert "demanding critic" in judged[0].messages[0].content  # the curation persona
+    assert {r.message.stage for r in judged} == {"examples"}  # the curation persona
+
+
+async def test_each_seed_s_criteria_are_selected_once_and_used_for_every_round(tmp_path):
+    pairs = [("q0", "seed"), ("q1", "seed")]
+    script = CurationScript({"seed": 3, "a": 4, "b": 5, "c": 6, "d": 7}, ["a", "b", "c", "d"])
+    pool = await run(tmp_path, script, pairs, iterations=2)
+    assert all(len(example.history) == 3 for example in pool.examples)  # the seed and two rounds each
+    asked = [r.message for r in script.requests if r.role == "criteria"]
+    assert sorted(m.query for m in asked) == ["q0", "q1"]
+    lines = [json.loads(line) for line in (tmp_path / "out" / "trace.jsonl").read_text().splitlines()]
+    selections = [line for line in lines if line.get("agent") == "criteria" and line["direction"] == "request"]
+    assert len(selections) == 2  # not one per judgement (six), not even from the cache
+    judged = [r.message for r in script.requests if r.role == "judge"]
+    assert len(judged) == 6 and all(m.aspects == ASPECTS for m in judged)

@@ -1,0 +1,130 @@
+"""From parsed flags to a validated `RunConfig`: defaults, then the TOML file, then flags.
+
+Everything wrong with the settings is found here, before any engine is built: an unreadable or
+malformed TOML file, an unknown key, a value out of range, an unknown critic, a remote backend
+without a model. Each is one `UserInputError` line naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from drpo.errors import UserInputError
+from graph.selectors import selector_names
+from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
+
+DEMO_SEARCH = SearchConfig(depth=3, max_depth_increase=1, beam=2, actions=2, k=1)
+"""Small enough for 2 CPU cores in a few minutes; everything else is the paper's."""
+# The demo's rewriter samples hotter than the paper's 0.2 so that a 135M model's two samples differ.
+DEMO_ROLES = {
+    "policy": RoleConfig(max_tokens=160),
+    "criteria": RoleConfig(max_tokens=400),
+    "judge": RoleConfig(max_tokens=500),
+    "rewriter": RoleConfig(max_tokens=500, temperature=0.8),
+}
+
+SEARCH_FLAGS = ("depth", "max_depth_increase", "beam", "actions", "k", "seed", "queries_per_level", "selector")
+"""`optimize` flags that set the `[search]` key of the same name."""
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserInputError(f"--config {path}: no such file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserInputError(f"--config {path}: invalid TOML ({exc})") from None
+
+
+def validation_message(exc: ValidationError, where: str) -> str:
+    """The first problem pydantic found, as `where: section.key: message`."""
+    error = exc.errors()[0]
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    return f"{where}: {key}: {error['msg']}"
+
+
+def _merge_file(data: dict[str, Any], file_data: dict[str, Any]) -> None:
+    """The file's sections over the preset's: a section's keys merge, anything else replaces."""
+    for section, values in file_data.items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
+
+
+def _table(parent: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    """`parent[name]` as a dict to write flags into; a file that made it something else is refused."""
+    value = parent.setdefault(name, {})
+    if not isinstance(value, dict):
+        raise UserInputError(f"{where}: [{name}] must be a table (a section), got {type(value).__name__}")
+    return value
+
+
+def _apply_flags(data: dict[str, Any], args: argparse.Namespace) -> None:
+    where = f"--config {args.config}" if args.config is not None else "settings"
+    if args.command == "optimize":
+        search = _table(data, "search", where)
+        for key in SEARCH_FLAGS:
+            if getattr(args, key, None) is not None:
+                search[key] = getattr(args, key)
+    if args.command == "curate":
+        curation = _table(data, "curation", where)
+        if args.iterations is not None:
+            curation["iterations"] = args.iterations
+        if args.from_best:
+            curation["from_best"] = True
+        if args.seed is not None:
+            curation["seed"] = args.seed
+    if args.backend is not None or args.model is not None:
+        default = _table(_table(data, "backends", where), "default", f"{where}: [backends]")
+        if args.backend is not None:
+            default["kind"] = args.backend
+        if args.model is not None:
+            default["model"] = args.model
+    if args.max_concurrency is not None:
+        backends = _table(data, "backends", where)
+        for name in list(backends) or ["default"]:
+            _table(backends, name, f"{where}: [backends]")["max_concurrency"] = args.max_concurrency
+
+
+def _check_critics(config: RunConfig) -> None:
+    from graph.roles import CRITICS  # the graph's registry; imported only when critics are named
+
+    for name in config.critics:
+        if name not in CRITICS:
+            raise UserInputError(f"critics: unknown critic {name!r}; known: {', '.join(sorted(CRITICS))}")
+
+
+def _check_selector(config: RunConfig, where: str) -> None:
+    if config.search.selector not in selector_names():
+        raise UserInputError(f"{where}: search.selector: unknown selector {config.search.selector!r}; "
+                             f"known: {', '.join(selector_names())}")
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults (paper, or demo), then the TOML file, then flags: later ones win."""
+    data: dict[str, Any] = {}
+    if getattr(args, "demo", False):
+        data = {"search": DEMO_SEARCH.model_dump(), "roles": {k: v.model_dump() for k, v in DEMO_ROLES.items()}}
+    if args.config is not None:
+        _merge_file(data, load_config_file(args.config))
+    _apply_flags(data, args)
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserInputError(validation_message(exc, str(args.config or "settings"))) from None
+    if config.critics:
+        _check_critics(config)
+    if args.command == "optimize":
+        _check_selector(config, str(args.config or "settings"))
+    default = config.backends.get("default", BackendConfig())
+    if default.kind != "embedded" and not default.model:
+        raise UserInputError(f"--backend {default.kind} needs --model NAME (the model to serve or load)")
+    return config
