@@ -66,8 +66,11 @@ class EmptyOutput(EngineFault):
     kind = "empty_output"
 
 
-class CallFailed(Exception):
-    """All attempts of a call failed. `faults` lists the kind of each failed attempt."""
+class CallFailed(ProjectError):
+    """All attempts of a call failed. `faults` lists the kind of each failed attempt. The graph
+    drops the candidate; a command that answers one query (`answer`) ends with this one line."""
+
+    exit_code = 1
 
     def __init__(self, role: str, faults: list[str], last: Exception) -> None:
         super().__init__(f"{role} call failed after {len(faults)} attempts: {last}")

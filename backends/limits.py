@@ -7,7 +7,7 @@ import time
 from collections import deque
 
 import anyio
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 
 log = get_logger("drpo.limits")
 

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 
 import anyio
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 
 from backends.cache import ResponseCache
 from backends.errors import EngineConfigError
@@ -20,6 +20,7 @@ from backends.layers.meter import MeterLayer
 from backends.ledger import Ledger
 from backends.protocol import Engine, Layer
 from backends.stack import build_stack
+from telemetry.redact import Redactor
 from schemas.config import ROLES, BackendConfig, RunConfig
 
 log = get_logger("drpo.backend")
@@ -61,12 +62,14 @@ class BackendPool:
     its limiter, its outage counter and its engine)."""
 
     def __init__(self, config: RunConfig, ledger: Ledger, engine_factory: EngineFactory = build_engine,
-                 caches: list[ResponseCache] | None = None) -> None:
+                 caches: list[ResponseCache] | None = None, redactor: Redactor | None = None) -> None:
         self.config = config
         self.ledger = ledger
         self.caches: list[ResponseCache] = list(caches or [])
         """Shared by every stack: the run's journal goes in front with `add_journal`."""
         self._factory = engine_factory
+        self._redactor = redactor
+        """The run's secrets, masked in every fault of every stack (and in engine build errors)."""
         self._stacks: dict[tuple[str, str | None], Engine] = {}
         self._names: dict[tuple[str, str | None], str] = {}
 
@@ -79,11 +82,17 @@ class BackendPool:
         if key not in self._stacks:
             backend, model = key
             backend_config = self.config.backends[backend]
-            engine = self._factory(backend_config, model)
+            try:
+                engine = self._factory(backend_config, model)
+            except Exception as exc:
+                if self._redactor is not None:
+                    self._redactor.scrub_in_place(exc)
+                raise
             name = f"{backend}:{engine.model}"
             self._names[key] = name
             self._stacks[key] = build_stack(engine, name=name, config=backend_config, ledger=self.ledger,
-                                            caches=self.caches, max_concurrency=backend_concurrency(backend_config))
+                                            caches=self.caches, max_concurrency=backend_concurrency(backend_config),
+                                            redactor=self._redactor)
         return self._stacks[key]
 
     def name_of(self, role: str) -> str:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 import anyio
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 
 from backends.errors import EngineConfigError, EngineFault, RateLimited, TransportFault
 from backends.protocol import Engine

@@ -10,6 +10,7 @@ retries and accounting everywhere.
     BudgetLayer        role budgets, reserved before anything waits or sends
     LimitsLayer        concurrency bound, requests/tokens per minute, AIMD on 429
     MeterLayer         calls, tokens and the engine's latency, per role and backend
+    RedactingLayer     the run's secrets masked in every fault, where it arises
     engine             the real engine (or a router over several endpoints)
 """
 
@@ -21,12 +22,14 @@ from backends.layers.cache import CacheLayer
 from backends.layers.limits import LimitsLayer
 from backends.layers.meter import MeterLayer
 from backends.layers.outage import OutageLayer
+from backends.layers.redact import RedactingLayer
 from backends.layers.retry import RetryLayer
 from backends.layers.sampling import SamplingLayer
 from backends.layers.validation import ValidationLayer
 from backends.ledger import Ledger
 from backends.protocol import Engine
 from schemas.config import BackendConfig
+from telemetry.redact import Redactor
 
 
 def build_stack(
@@ -39,10 +42,12 @@ def build_stack(
     max_concurrency: int,
     backoff_s: float = 0.5,
     down_after: int = 3,
+    redactor: Redactor | None = None,
 ) -> Engine:
     """`engine` wrapped in every layer, outermost first as in the module docstring."""
     identity = getattr(engine, "identity", f"{config.kind}:{engine.model}")
-    stack: Engine = MeterLayer(engine, name=name, ledger=ledger)
+    stack: Engine = RedactingLayer(engine, redactor) if redactor else engine
+    stack = MeterLayer(stack, name=name, ledger=ledger)
     stack = LimitsLayer(stack, name=name, max_concurrency=max_concurrency,
                         requests_per_minute=config.requests_per_minute, tokens_per_minute=config.tokens_per_minute)
     stack = BudgetLayer(stack, ledger=ledger)

@@ -10,7 +10,7 @@
 `main` is the one error boundary (drpo/cli_errors.py): a project error prints one line and exits
 with its code (bad input: 2), Ctrl-C exits 130, anything else is reported as a bug with exit 1,
 and no traceback reaches the console (`--verbose` shows an internal error's). `main` also owns
-the process's console (drpo/logs.py `configure_console`, per `--quiet`/`--verbose`) and makes
+the process's console (telemetry/logs.py `configure_console`, per `--quiet`/`--verbose`) and makes
 the run's redactor current, so no line it prints holds a key.
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from drpo.cli_errors import FAILURES, report
 from drpo.errors import UserInputError
-from drpo.logs import Verbosity, configure_console, remove_console
-from drpo.redact import Redactor, redacting
+from telemetry.logs import Verbosity, configure_console, remove_console
+from telemetry.redact import Redactor, redacting
 from schemas.config import RunConfig
 
 DEMO_ARGV = ["optimize", "--demo"]

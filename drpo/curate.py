@@ -10,7 +10,7 @@ from pathlib import Path
 
 from backends.registry import EngineFactory, build_engine
 from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, load_examples
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 from drpo.runner import check_names
 from drpo.session import RunOptions, run_session, write_atomic
 from graph.context import RunContext

@@ -31,7 +31,7 @@ from drpo.errors import UserInputError
 from drpo.eval_inputs import EvalTarget, check_train_overlap, load_eval_items, resolve_targets
 from drpo.eval_stats import aspect_intervals, win_rates
 from drpo.eval_summary import SCORES_FILE, SUMMARY_FILE
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 from drpo.session import RunOptions, Session, run_session, write_atomic
 from graph.trace import traced
 from schemas.config import BackendConfig, BackendKind, RunConfig

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drpo.errors import UserInputError
-from drpo.redact import Redactor, redacting
+from telemetry.redact import Redactor, redacting
 from drpo.eval_summary import SUMMARY_FILE
 from drpo.report_html import esc, page, png
 from drpo.report_plots import plot_rewards, plot_roles, plot_tree

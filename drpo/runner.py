@@ -34,7 +34,7 @@ from drpo.datasets import (
     stratified_order,
 )
 from drpo.errors import UserInputError
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 from drpo.session import RunOptions, Session, run_session, write_atomic
 from graph.beam import build_beam_graph
 from graph.context import RunContext

@@ -4,11 +4,11 @@
 input leaves nothing behind; then it creates the folder, starts the run log and trace, and closes
 engines, caches and logs however the run ends.
 
-A run has its own redactor (drpo/redact.py), current for the session's duration: every engine is
+A run has its own redactor (telemetry/redact.py), current for the session's duration: every engine is
 built behind it (a fault's text is scrubbed where it arises), the run's log files and the console
 scrub every line with it, `write_atomic` scrubs every file, and an exception leaving the session
 is scrubbed in place before whoever catches it prints or stores it. No logging configuration of
-the process is touched: the run's files are handlers of this run only (drpo/logs.py).
+the process is touched: the run's files are handlers of this run only (telemetry/logs.py).
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from backends.errors import EngineConfigError
 from backends.ledger import Ledger, LedgerBook
 from backends.registry import BackendPool, EngineFactory, build_engine
 from drpo.errors import UserInputError
-from drpo.logs import run_logs
-from drpo.redact import Redactor, current, redacting
-from drpo.redacting_engine import redacting_factory
+from telemetry.logs import run_logs
+from telemetry.redact import Redactor, current, redacting
 from schemas.config import RunConfig
 from schemas.errors import first_leaf
 
@@ -123,8 +122,8 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
     with redacting(redactor), _scrubbed_errors(redactor):
         ledger = Ledger(options.config.budgets)
         responses = ResponseCache(options.cache_dir / "responses.sqlite") if options.response_cache else None
-        backends = BackendPool(options.config, ledger, redacting_factory(engine_factory, redactor),
-                               caches=[responses] if responses else [])
+        backends = BackendPool(options.config, ledger, engine_factory, caches=[responses] if responses else [],
+                               redactor=redactor)
         try:
             models = backends.models()  # builds every engine now: a bad model or endpoint fails before any output
             await backends.probe()

@@ -29,7 +29,7 @@ from langgraph.store.memory import InMemoryStore
 from langgraph.types import Send
 
 from backends.errors import CallFailed
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 from graph.context import RunContext
 from graph.fanout import gather
 from graph.records import ROOT, put_candidates, put_level

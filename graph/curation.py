@@ -23,7 +23,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from backends.errors import CallFailed
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 from graph.context import RunContext
 from graph.roles import criteria_for, improve_answer, judge_response
 from schemas.artifact import CuratedExample, CurationStep

@@ -31,7 +31,7 @@ from agents.length_critic import critique_length
 from agents.policy import generate_response
 from agents.rewriter import rewrite_prompt
 from backends.errors import CallFailed
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 from graph.context import RunContext
 from graph.fanout import gather
 from graph.trace import traced

@@ -6,7 +6,7 @@
 contextvars for the duration of the call, so every line logged inside it — the engine layers'
 `engine.fault` lines of each failed attempt — carries it too, and a reader joins them by id, not
 by timestamp. The run, level, beam and candidate ids come from contextvars bound by the graph. The
-logging setup (drpo/logs.py) routes these events to `trace.jsonl` and the run log.
+logging setup (telemetry/logs.py) routes these events to `trace.jsonl` and the run log.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import structlog
 from pydantic import BaseModel
 
 from backends.errors import CallFailed
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 from schemas.llm import new_call_id
 from schemas.usage import Usage
 

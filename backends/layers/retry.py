@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 import anyio
-from drpo.logs import get_logger
+from telemetry.logs import get_logger
 
 from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
 from backends.ledger import Ledger

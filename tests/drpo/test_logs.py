@@ -1,6 +1,6 @@
 """Logging without global state: an application's logging is its own; each run writes its own files.
 
-The unit tests drive the project's loggers (`drpo.logs.get_logger`) directly. The end-to-end test
+The unit tests drive the project's loggers (`telemetry.logs.get_logger`) directly. The end-to-end test
 at the bottom drives whole `optimize()`/`curate()` calls from an application with its own logging.
 """
 
@@ -15,8 +15,8 @@ import anyio
 import pytest
 import structlog
 
-from drpo.logs import configure_console, get_logger, remove_console, run_logs
-from drpo.redact import Redactor
+from telemetry.logs import configure_console, get_logger, remove_console, run_logs
+from telemetry.redact import Redactor
 
 pytestmark = pytest.mark.anyio
 
@@ -157,7 +157,7 @@ async def test_a_warning_reaches_the_applications_handlers_as_one_readable_scrub
     get_logger("drpo.backend").warning("engine.fault", kind="transport", error="bad key sk-abcdef123")
     get_logger("drpo.progress").info("level.done")  # below the application's level: not shown
     with_secret = Redactor(["sk-abcdef123"])
-    from drpo.redact import redacting
+    from telemetry.redact import redacting
 
     with redacting(with_secret):
         get_logger("drpo.backend").warning("engine.fault", error="bad key sk-abcdef123")
@@ -206,7 +206,7 @@ async def test_the_command_lines_console_on_the_root_shows_other_libraries_warni
     stream = io.StringIO()
     configure_console("normal", stream, root=True)
     try:
-        from drpo.redact import redacting
+        from telemetry.redact import redacting
 
         with redacting(Redactor(["hunter2-long"])):
             logging.getLogger("httpx").warning("retrying with hunter2-long")

@@ -41,7 +41,7 @@ async def test_a_run_at_20_percent_faults_completes_and_counts_every_injected_fa
     assert sum(world.injected.values()) >= 10  # enough faults for the comparison to mean something
     assert observed == dict(world.injected)
     assert all(a.failed_calls == 0 for a in artifact.accounting.by_role.values())
-    assert len(artifact.levels) == 6 and all(level.failed == 0 for level in artifact.levels)
+    assert len(artifact.levels) == 6 and all(c.failure is None for c in artifact.candidates)
     trace = (tmp_path / "run" / "trace.jsonl").read_text()
     assert trace.count('"engine.fault"') == sum(world.injected.values())
 

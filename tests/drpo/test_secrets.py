@@ -18,9 +18,11 @@ import pytest
 from backends.errors import CallFailed, InvalidOutput, TransportFault
 from backends.scripted import ScriptedEngine
 from drpo.errors import UserInputError
-from drpo.logs import configure_console, get_logger, remove_console
-from drpo.redact import Redactor, current, redacting
-from drpo.redacting_engine import RedactingLayer, redacting_factory
+from telemetry.logs import configure_console, get_logger, remove_console
+from telemetry.redact import Redactor, current, redacting
+from backends.layers.redact import RedactingLayer
+from backends.ledger import Ledger
+from backends.registry import BackendPool
 from drpo.session import RunOptions, run_session, write_atomic
 from schemas.config import BackendConfig, RunConfig
 from schemas.llm import LLMRequest, Message
@@ -151,15 +153,16 @@ async def test_a_fault_leaves_the_engine_with_the_key_masked_and_its_cause_too()
     assert LONG_KEY not in str(caught.value.__cause__)
     answered = RedactingLayer(ScriptedEngine(), Redactor([LONG_KEY]))
     assert (await answered.complete(plain())).choices[0].text == "A scripted answer."
-    assert answered.model == "scripted" and answered.requests  # the engine's own attributes read through
+    assert answered.model == "scripted" and answered.bottom.requests  # the engine under the layer
 
 
 def test_an_engine_that_cannot_be_built_says_why_without_the_key():
     def refuse(config: BackendConfig, model: str | None) -> ScriptedEngine:
         raise ValueError(f"cannot log in with {SHORT_KEY}")
 
+    pool = BackendPool(RunConfig(), Ledger(), refuse, redactor=Redactor([SHORT_KEY]))
     with pytest.raises(ValueError, match=r"cannot log in with \*\*\*"):
-        redacting_factory(refuse, Redactor([SHORT_KEY]))(BackendConfig(), None)
+        pool.for_role("policy")
 
 
 # --- a whole session ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 
-from drpo.logs import event_of
+from telemetry.logs import event_of
 from tests.hostile.calls import KEY, KEY_ENV
 
 
@@ -44,7 +44,7 @@ class LogLines:
 @pytest.fixture
 def log_lines() -> Iterator[LogLines]:
     """Every event the code under test logs, as it was logged (before any redactor: what the
-    engine itself let through), from project loggers (drpo.logs) and plain structlog ones alike.
+    engine itself let through), from project loggers (telemetry.logs) and plain structlog ones alike.
     An event's level is in `severity` (project loggers) or `log_level` (structlog's capture)."""
     lines: list[dict[str, Any]] = []
     project = logging.getLogger("drpo")

@@ -18,7 +18,7 @@ even for runs side by side) and then to the stdlib logger of the same name, whic
 and the application sees only what its own levels let through, as from any library.
 
 Context (run id, level, beam, node, call ids) comes from structlog contextvars on every line.
-Every line is rendered first and then passes the redactor (drpo/redact.py), for every handler.
+Every line is rendered first and then passes the redactor (telemetry/redact.py), for every handler.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import IO, Any, Literal
 
 import structlog
 
-from drpo import redact
-from drpo.redact import Redactor
+from telemetry import redact
+from telemetry.redact import Redactor
 
 RUN_LOG = "run.log"
 TRACE = "trace.jsonl"

@@ -2,19 +2,16 @@
 
 Some servers echo the API key in an error body; the engine maps that error to a fault whose
 message then travels everywhere a failure goes: the candidate's `failure`, the checkpoints,
-`levels.jsonl`, the trace, the artifact, the report. Masking it where it arises, before any of
+the record store, the trace, the artifact, the report. Masking it where it arises, before any of
 those copies (and before any truncation could cut a key in two), closes all of them at once.
-`redacting_factory` wraps each engine a run builds (drpo/session.py does it), so every layer of the
-stack above sees scrubbed faults only.
+backends/stack.py puts this layer directly on the engine, so every layer above sees scrubbed
+faults only.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from backends.protocol import Engine, Layer
-from backends.registry import EngineFactory
-from drpo.redact import Redactor
+from telemetry.redact import Redactor
 from schemas.llm import LLMRequest, LLMResult, TemplateInfo
 
 
@@ -45,23 +42,3 @@ class RedactingLayer(Layer):
         except Exception as exc:
             self.redactor.scrub_in_place(exc)
             raise
-
-    def __getattr__(self, name: str) -> Any:
-        """Anything else the engine offers (`identity`, ...) reads as the engine's own."""
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-def redacting_factory(factory: EngineFactory, redactor: Redactor) -> EngineFactory:
-    """`factory` whose engines are wrapped in `RedactingLayer` (its errors scrubbed as well)."""
-
-    def build(*args: Any, **kwargs: Any) -> Engine:
-        try:
-            engine = factory(*args, **kwargs)
-        except Exception as exc:
-            redactor.scrub_in_place(exc)
-            raise
-        return RedactingLayer(engine, redactor) if redactor else engine
-
-    return build
