@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from agents.curator import ExamplePool
 from agents.embedders import make_embedder
+from backends.policy_mode import folded_at_runtime, resolve_policy
 from backends.registry import EngineFactory, build_engine
 from drpo.datasets import (
     DEFAULT_EXAMPLES,
@@ -137,10 +138,16 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
         get_logger("drpo.run").info(
             "query_order", seed=config.search.seed, order=[q.query for q in ordered[:used]]
         )
+        policy_engine = session.backends.for_role("policy")
+        policy = await resolve_policy(policy_engine, config.backends[config.role("policy").backend].policy_mode)
+        log.info("policy.mode", mode=policy.mode, requested=policy.requested, template=policy.template,
+                 system_folded=policy.system_folded)
         ctx = RunContext(config=config, backends=session.backends, catalogue=AspectCatalogue.load(), examples=pool,
-                         queries=[q.query for q in ordered], criteria_cache=session.criteria_cache)
+                         queries=[q.query for q in ordered], criteria_cache=session.criteria_cache, policy=policy)
         result = await _unwrapped(_search(options, ctx))
+        ctx.policy = folded_at_runtime(policy_engine, policy)
         artifact = _artifact(options, session, pool, ordered, result, time.perf_counter() - started)
+        artifact.policy = ctx.policy
         artifact.examples_source = str(examples_file)
         artifact.examples_sha256 = file_digest(examples_file)
         write_atomic(options.out / "prompt.txt", artifact.prompt + "\n")

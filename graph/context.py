@@ -13,6 +13,7 @@ from anyio.abc import TaskGroup
 from agents.criteria import CriteriaCache
 from agents.curator import ExamplePool
 from backends.registry import BackendPool
+from schemas.artifact import PolicySetup
 from schemas.catalogue import AspectCatalogue
 from schemas.config import RunConfig
 
@@ -29,3 +30,5 @@ class RunContext:
     criteria_cache: CriteriaCache = field(default_factory=lambda: CriteriaCache(None))
     background: TaskGroup | None = None
     """Where prefetches run, so they outlive the node that starts them."""
+    policy: PolicySetup = field(default_factory=PolicySetup)
+    """How the policy is prompted (chat or completion), resolved once at the start of the run."""

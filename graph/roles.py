@@ -142,9 +142,8 @@ async def answer(ctx: RunContext, prompt: str, query: str) -> PolicyResponse:
     retrieval = RetrievalRequest(query=query, k=ctx.config.search.k)
     examples = await traced("curator", retrieval, retrieve_examples(retrieval, pool=ctx.examples))
     request = PolicyRequest(system_prompt=prompt, query=query, examples=examples.examples)
-    chat = ctx.config.backends[ctx.config.role("policy").backend].chat
     reply = generate_response(request, engine=ctx.backends.for_role("policy"), sampling=ctx.config.sampling("policy"),
-                              chat=chat)
+                              chat=ctx.policy.mode == "chat")
     return await traced("policy", request, reply)
 
 
