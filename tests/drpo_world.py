@@ -53,6 +53,8 @@ class DRPOWorld:
         self.seed = seed
         self.injected: Counter[str] = Counter()
         self.served = 0
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        """Every request body as the server got it, with its path (what a test can say was sent)."""
         self.lock = threading.Lock()
         self.url = ""
 
@@ -121,7 +123,9 @@ class DRPOWorld:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                raw_text = not self.path.endswith("/chat/completions")  # /v1/completions: a raw prompt
                 with world.lock:
+                    world.received.append((self.path, body))
                     fault = world.fault_for(body)
                     world.served += 1
                     if fault:
@@ -143,11 +147,16 @@ class DRPOWorld:
                     texts, finish = [t[: len(t) // 2] for t in texts], "length"
                 elif fault == "empty_output":
                     texts = [""] * len(texts)
-                choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish}
-                           for i, t in enumerate(texts)]
                 usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-                self._send(200, {"id": "w", "object": "chat.completion", "created": 0, "model": "world",
-                                 "choices": choices, "usage": usage})
+                if raw_text:
+                    choices = [{"index": i, "text": t, "finish_reason": finish} for i, t in enumerate(texts)]
+                    kind = "text_completion"
+                else:
+                    choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish}
+                               for i, t in enumerate(texts)]
+                    kind = "chat.completion"
+                self._send(200, {"id": "w", "object": kind, "created": 0, "model": "world", "choices": choices,
+                                 "usage": usage})
 
         with serve_loopback(Handler) as url:
             self.url = url
