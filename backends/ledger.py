@@ -8,7 +8,6 @@ the artifact counts every call the run ever sent, in every process, and how many
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import defaultdict
 from pathlib import Path

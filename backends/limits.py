@@ -7,6 +7,7 @@ import time
 from collections import deque
 
 import anyio
+
 from telemetry.logs import get_logger
 
 log = get_logger("drpo.limits")

@@ -26,8 +26,15 @@ from urllib.parse import quote, urlparse
 
 import anyio
 
-from backends.errors import (EngineConfigError, EngineFault, EngineRefused, InvalidOutput, RateLimited,
-                             RequestRejected, TransportFault)
+from backends.errors import (
+    EngineConfigError,
+    EngineFault,
+    EngineRefused,
+    InvalidOutput,
+    RateLimited,
+    RequestRejected,
+    TransportFault,
+)
 from backends.router import RoutedEngine
 from schemas.config import BackendConfig
 from schemas.errors import ProjectError

@@ -12,7 +12,6 @@ import importlib
 from collections.abc import Callable
 
 import anyio
-from telemetry.logs import get_logger
 
 from backends.cache import ResponseCache
 from backends.errors import EngineConfigError
@@ -20,8 +19,9 @@ from backends.layers.meter import MeterLayer
 from backends.ledger import Ledger
 from backends.protocol import Engine, Layer
 from backends.stack import build_stack
-from telemetry.redact import Redactor
 from schemas.config import ROLES, BackendConfig, RunConfig
+from telemetry.logs import get_logger
+from telemetry.redact import Redactor
 
 log = get_logger("drpo.backend")
 

@@ -10,11 +10,11 @@ import time
 from collections.abc import Sequence
 
 import anyio
-from telemetry.logs import get_logger
 
 from backends.errors import EngineConfigError, EngineFault, RateLimited, TransportFault
 from backends.protocol import Engine
 from schemas.llm import LLMRequest, LLMResult
+from telemetry.logs import get_logger
 
 log = get_logger("drpo.router")
 

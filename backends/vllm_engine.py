@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 
 from backends.errors import EngineConfigError, EngineFault, InvalidOutput, TransportFault
-from schemas.config import BackendConfig
 from backends.templates import describe
+from schemas.config import BackendConfig
 from schemas.llm import Choice, LLMRequest, LLMResult, TemplateInfo, fold_system
 from schemas.usage import Usage
 

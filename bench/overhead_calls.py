@@ -71,12 +71,12 @@ def burst_rows(calls: int = 1000, rounds: int = 3, log_dir: Path | None = None) 
     """One row per path: `rounds` bursts of `calls` after a warm-up burst of 50."""
     from backends.ledger import Ledger
     from backends.registry import BackendPool
-    from telemetry.logs import run_logs
-    from telemetry.redact import Redactor
     from graph.context import RunContext
     from graph.roles import answer, judge_response
     from schemas.catalogue import AspectCatalogue
     from schemas.config import BackendConfig, RunConfig, SearchConfig
+    from telemetry.logs import run_logs
+    from telemetry.redact import Redactor
 
     text, structured, criteria = _requests()
     config = RunConfig(search=SearchConfig(k=2),

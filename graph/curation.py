@@ -23,11 +23,11 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from backends.errors import CallFailed
-from telemetry.logs import get_logger
 from graph.context import RunContext
 from graph.roles import criteria_for, improve_answer, judge_response
 from schemas.artifact import CuratedExample, CurationStep
 from schemas.messages import AnswerRewriteRequest, CriteriaSelection, Example
+from telemetry.logs import get_logger
 
 log = get_logger("drpo.curation")
 progress = get_logger("drpo.progress")

@@ -23,7 +23,6 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-
 from agents.criteria import CriteriaCache, select_criteria
 from agents.curator import retrieve_examples, rewrite_answer
 from agents.judge import judge
@@ -31,7 +30,6 @@ from agents.length_critic import critique_length
 from agents.policy import generate_response
 from agents.rewriter import rewrite_prompt
 from backends.errors import CallFailed
-from telemetry.logs import get_logger
 from graph.context import RunContext
 from graph.fanout import gather
 from graph.trace import traced
@@ -51,6 +49,7 @@ from schemas.messages import (
     RewriteRequest,
     Stage,
 )
+from telemetry.logs import get_logger
 
 log = get_logger("drpo.graph")
 

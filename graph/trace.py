@@ -19,9 +19,9 @@ import structlog
 from pydantic import BaseModel
 
 from backends.errors import CallFailed
-from telemetry.logs import get_logger
 from schemas.llm import new_call_id
 from schemas.usage import Usage
+from telemetry.logs import get_logger
 
 R = TypeVar("R", bound=BaseModel)
 trace_log = get_logger("drpo.trace")

@@ -11,8 +11,8 @@ faults only.
 from __future__ import annotations
 
 from backends.protocol import Engine, Layer
-from telemetry.redact import Redactor
 from schemas.llm import LLMRequest, LLMResult, TemplateInfo
+from telemetry.redact import Redactor
 
 
 class RedactingLayer(Layer):

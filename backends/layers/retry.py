@@ -13,13 +13,13 @@ from __future__ import annotations
 import random
 
 import anyio
-from telemetry.logs import get_logger
 
 from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
 from backends.ledger import Ledger
 from backends.protocol import Engine, Layer
 from schemas.llm import LLMRequest, LLMResult
 from schemas.usage import Usage
+from telemetry.logs import get_logger
 
 log = get_logger("drpo.backend")
 

@@ -4,14 +4,13 @@ import anyio
 import pytest
 
 from agents.criteria import CriteriaCache, normalise_selection, render, select_criteria
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.catalogue import AspectCatalogue
 from schemas.llm import Sampling
 from schemas.messages import CriteriaRequest
 from schemas.outputs import AspectsSelection, CriteriaOutput, QueryAnalysis
+from tests.stacks import stack
 
 CATALOGUE = AspectCatalogue.load()
 

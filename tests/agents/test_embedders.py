@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from agents.curator import ExamplePool
-from agents.embedders import EMBEDDERS, LexicalEmbedder, WordLlamaEmbedder, make_embedder
+from agents.embedders import EMBEDDERS, LexicalEmbedder, make_embedder
 from schemas.messages import Example
 
 POOL = [

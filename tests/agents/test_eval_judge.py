@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from agents.eval_judge import CLOSE, OPEN, judge_answer, render, rubric_for
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.evaluation import MULTI_ASPECTS, EvalJudgeRequest, RatedAspect
 from schemas.llm import Sampling
+from tests.stacks import stack
 
 pytestmark = pytest.mark.anyio
 

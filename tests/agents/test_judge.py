@@ -3,14 +3,13 @@
 import pytest
 
 from agents.judge import CLOSE, OPEN, judge, render
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.catalogue import AspectCatalogue
 from schemas.llm import Sampling
 from schemas.messages import JudgeRequest
+from tests.stacks import stack
 
 pytestmark = pytest.mark.anyio
 CATALOGUE = AspectCatalogue.load()

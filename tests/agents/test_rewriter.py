@@ -3,12 +3,11 @@
 import pytest
 
 from agents.rewriter import dedupe, render, rewrite_prompt, skip_reason
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.llm import Sampling
 from schemas.messages import AspectScore, RewriteRequest
+from tests.stacks import stack
 
 
 def scores(*values: int) -> dict[str, AspectScore]:

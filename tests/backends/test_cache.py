@@ -2,12 +2,11 @@
 
 import pytest
 
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.cache import ResponseCache, request_key
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.llm import LLMRequest, Message, Sampling
+from tests.stacks import stack
 
 pytestmark = pytest.mark.anyio
 

@@ -7,14 +7,13 @@ import time
 import anyio
 import pytest
 
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.ledger import Ledger
 from backends.openai_compat import OpenAICompatEngine
 from backends.registry import build_engine
 from schemas.config import BackendConfig
 from schemas.llm import LLMRequest, Message, Sampling
 from tests.backends.stub_server import completion
+from tests.stacks import stack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]  # OpenAICompatEngine against the loopback stub
 

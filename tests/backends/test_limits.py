@@ -3,14 +3,13 @@
 import anyio
 import pytest
 
-from backends.protocol import Engine
-from backends.layers.limits import LimitsLayer
-from tests.stacks import layer, stack, with_output
 from backends.errors import RateLimited
+from backends.layers.limits import LimitsLayer
 from backends.ledger import Ledger
 from backends.limits import AdaptiveConcurrency, MinuteWindow
 from backends.scripted import ScriptedEngine
 from schemas.llm import LLMRequest, Sampling
+from tests.stacks import layer, stack
 
 
 class Clock:

@@ -7,12 +7,11 @@ schema-constrained output parses, and usage is reported.
 import pytest
 from pydantic import BaseModel, Field
 
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.errors import EngineConfigError
 from backends.ledger import Ledger
 from backends.llamacpp import LlamaCppEngine, default_model_path
 from schemas.llm import LLMRequest, Message, Sampling
+from tests.stacks import stack, with_output
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engine]
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed
 from backends.ledger import Ledger
 from backends.llamacpp import default_model_path
 from backends.openai_compat import OpenAICompatEngine
+from backends.protocol import Engine
 from schemas.llm import LLMRequest, Message, Sampling
 from tests.engine_caps import SEARCH_CAPS
+from tests.stacks import stack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engine]
 

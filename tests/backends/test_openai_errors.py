@@ -13,13 +13,13 @@ import anyio
 import pytest
 from pydantic import BaseModel, Field
 
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.errors import CallFailed, EngineConfigError
 from backends.ledger import Ledger
 from backends.openai_compat import OpenAICompatEngine
+from backends.protocol import Engine
 from schemas.llm import LLMRequest, Message, Sampling
 from tests.backends.stub_server import SCHEMA_REJECTION, Reply, completion
+from tests.stacks import stack, with_output
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]  # OpenAICompatEngine against the loopback stub
 

@@ -3,14 +3,13 @@
 import anyio
 import pytest
 
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.errors import TransportFault
 from backends.ledger import Ledger
 from backends.router import RoutedEngine
 from backends.scripted import ScriptedEngine
 from schemas.llm import LLMRequest, Sampling
 from tests.in_flight import InFlight
+from tests.stacks import stack
 
 pytestmark = pytest.mark.anyio
 

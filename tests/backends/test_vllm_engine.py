@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from backends.protocol import Engine
-from tests.stacks import layer, stack, with_output
 from backends.errors import EngineConfigError
 from backends.ledger import Ledger
 from backends.vllm_engine import VLLMEngine, load_vllm_api
 from schemas.llm import LLMRequest, Message, Sampling
+from tests.stacks import stack, with_output
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]  # the real adapter class, on a fake AsyncLLM
 

@@ -15,8 +15,8 @@ from backends.errors import InvalidOutput, TransportFault
 from drpo.runner import OptimizeOptions, optimize
 from schemas.artifact import RunArtifact
 from schemas.config import BackendConfig, RunConfig, SearchConfig
-from tests.in_flight import InFlight
 from schemas.messages import JudgeRequest, PolicyRequest, RewriteRequest
+from tests.in_flight import InFlight
 from tests.scripted import DRPOScript, prompt_of
 
 pytestmark = pytest.mark.anyio
