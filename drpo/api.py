@@ -5,7 +5,8 @@
     model = AlignedModel.from_artifact("runs/my-run")          # the embedded model, k = 3
     print(model.answer_sync("How do I keep basil alive indoors?"))
 
-The prompt is built by agents/formatting.py, exactly as during optimization.
+The prompt is built by agents/formatting.py, exactly as during optimization, and the policy is
+prompted in the mode the artifact was optimized in (`policy_for_artifact`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,32 @@ from backends.protocol import Engine
 from backends.registry import BackendPool, EngineFactory, build_engine
 from drpo.datasets import load_examples
 from drpo.errors import UserInputError
+from drpo.run_folder import make_folder
 from drpo.session import default_cache_dir
 from schemas.artifact import PolicySetup, RunArtifact
-from schemas.config import BackendConfig, RunConfig
+from schemas.config import BackendConfig, PolicyMode, RunConfig
 from schemas.llm import Sampling
 from schemas.messages import Example, PolicyRequest
+from telemetry.redact import Redactor
 
 INFERENCE_SAMPLING = Sampling(temperature=0.7, top_p=0.95, max_tokens=512)
 """The paper's inference defaults (drpo-method.md §6.2)."""
+
+
+def policy_for_artifact(artifact: RunArtifact, wanted: PolicyMode, *, allow_mode_change: bool = False,
+                        where: str = "--artifact") -> PolicySetup | None:
+    """How to prompt the policy for `artifact`: as it was optimized (its recorded setup) when
+    `wanted` is `auto` or that same mode; None (resolve `wanted` against the engine) for another
+    mode, which only `allow_mode_change` permits, since the model would then see another prompt."""
+    if wanted in ("auto", artifact.policy.mode):
+        return artifact.policy
+    if not allow_mode_change:
+        raise UserInputError(
+            f"{where}: its prompt was optimized in {artifact.policy.mode} mode; answering in {wanted} mode would "
+            "send the model another prompt than the one optimized; drop --policy-mode (the artifact's mode is "
+            "used) or pass --allow-mode-change"
+        )
+    return None
 
 
 class AlignedModel:
@@ -64,35 +83,29 @@ class AlignedModel:
         self.backend_config = backend or BackendConfig()
         cache_dir = cache_dir or default_cache_dir()
         self.pool = ExamplePool(examples, make_embedder(embedder, cache_dir), cache_dir)
-        self._owned: tuple[BackendPool, ResponseCache | None] | None = None
+        self._owned: BackendPool | None = None
+        self._cache_at = cache_dir / "responses.sqlite" if response_cache and engine is None else None
+        self._cache: ResponseCache | None = None
         if engine is None:
-            cache = ResponseCache(cache_dir / "responses.sqlite") if response_cache else None
-            pool = BackendPool(RunConfig(backends={"default": self.backend_config}), Ledger(), engine_factory,
-                               caches=[cache] if cache else [])
-            engine = pool.for_role("policy")
-            self._owned = (pool, cache)
+            config = RunConfig(backends={"default": self.backend_config})
+            self._owned = BackendPool(config, Ledger(), engine_factory, redactor=Redactor.for_config(config))
+            engine = self._owned.for_role("policy")
         self.engine = engine
         self.policy = policy
 
     @classmethod
     def from_artifact(cls, run_dir: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
-        path = Path(run_dir) / "artifact.json"
-        if not path.is_file():
-            raise UserInputError(f"--artifact {run_dir}: no artifact.json there; pass an optimize output folder")
-        try:
-            artifact = RunArtifact.model_validate_json(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UserInputError(f"--artifact {path}: not a valid artifact ({str(exc).splitlines()[0]}); "
-                                 "pass the folder of a finished optimize run") from None
-        allow_mode_change = kwargs.pop("allow_mode_change", False)
+        """The artifact in `run_dir` (an optimize output folder), read as `answer --artifact` reads it."""
+        from drpo.run_files import read_artifact
+
+        return cls.for_artifact(read_artifact(Path(run_dir), "--artifact"), **kwargs)
+
+    @classmethod
+    def for_artifact(cls, artifact: RunArtifact, *, allow_mode_change: bool = False,
+                     **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
+        """Its prompt, pool and retrieval embedder, and its policy mode (`policy_for_artifact`)."""
         wanted = (kwargs.get("backend") or BackendConfig()).policy_mode
-        if wanted != "auto" and wanted != artifact.policy.mode and not allow_mode_change:
-            raise UserInputError(
-                f"--artifact {run_dir}: its prompt was optimized in {artifact.policy.mode} mode; answering in "
-                f"{wanted} mode would send the model another prompt than the one optimized; drop --policy-mode "
-                "(the artifact's mode is used) or pass --allow-mode-change"
-            )
-        policy = artifact.policy if wanted in ("auto", artifact.policy.mode) else None
+        policy = policy_for_artifact(artifact, wanted, allow_mode_change=allow_mode_change)
         kwargs.setdefault("embedder", artifact.embedder)
         return cls(artifact.prompt, artifact.examples, policy=policy, **kwargs)
 
@@ -113,7 +126,18 @@ class AlignedModel:
             self.policy = await resolve_policy(self.engine, self.backend_config.policy_mode)
         return self.policy
 
+    async def probe(self) -> None:
+        """Ask the engine, before the first answer, whether it is reachable: one that is down, or
+        refuses the key, is an `EngineConfigError` (one line, exit 2) instead of retried calls."""
+        probe = getattr(self.engine, "probe", None)  # every stack has one; a bare test engine may not
+        if probe is not None:
+            await probe()
+
     async def answer(self, query: str) -> str:
+        if self._cache_at is not None and self._cache is None and self._owned is not None:
+            make_folder(self._cache_at.parent, "--cache-dir")  # one line if it cannot be made
+            self._cache = ResponseCache(self._cache_at)
+            self._owned.caches.append(self._cache)
         setup = await self.policy_setup()
         reply = await generate_response(
             self.request(query), engine=self.engine, sampling=self.sampling, chat=setup.mode == "chat"
@@ -126,7 +150,7 @@ class AlignedModel:
     async def aclose(self) -> None:
         """Close what this model built (a shared `engine` is its owner's to close)."""
         if self._owned is not None:
-            pool, cache = self._owned
-            await pool.aclose()
-            if cache is not None:
-                cache.close()
+            await self._owned.aclose()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None

@@ -3,12 +3,15 @@
 They raise whatever went wrong; drpo/cli.py turns it into one line and an exit code. `optimize`
 alone catches, to add how to resume when the run folder holds a checkpointed run. Each command
 imports its library when it runs, so `report` starts without loading the graph or any engine.
+The commands that run a session have their folders checked there (drpo/session.py); `answer`
+checks its cache folder here, before it builds an engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import anyio
@@ -16,13 +19,15 @@ import anyio
 from backends.errors import CallFailed
 from drpo.cli_errors import FAILURES, is_bad_input, report
 from drpo.cli_summary import curate_summary, optimize_summary
-from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, DEFAULT_TRAIN, load_queries
+from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, DEFAULT_TRAIN, _checked, check_enough_queries, load_queries
 from drpo.errors import UserInputError
 from drpo.projection import format_projection
 from drpo.run_files import read_artifact
-from drpo.session import RunOptions, new_run_id
+from drpo.run_folder import check_path
+from drpo.serve_cli import run_serve
+from drpo.session import RunOptions, default_cache_dir, new_run_id
 from schemas.config import RunConfig
-from schemas.errors import ProjectError
+from schemas.errors import ProjectError, first_of
 from schemas.llm import Sampling
 
 
@@ -32,11 +37,22 @@ class AnswerFailed(ProjectError):
     exit_code = 1
 
 
+def cache_folder(args: argparse.Namespace) -> Path:
+    """The shared cache folder: `--cache-dir`, else $DRPO_CACHE_DIR, else ~/.cache/drpo."""
+    return args.cache_dir if args.cache_dir is not None else default_cache_dir()
+
+
+def cache_flag(args: argparse.Namespace) -> str:
+    """How the user named the cache folder, for an error line about it."""
+    if args.cache_dir is not None:
+        return "--cache-dir"
+    return "DRPO_CACHE_DIR" if os.environ.get("DRPO_CACHE_DIR") else "the cache folder"
+
+
 def _caches(options: RunOptions, args: argparse.Namespace) -> None:
     options.criteria_cache = not getattr(args, "no_criteria_cache", False)
     options.response_cache = not args.no_cache
-    if args.cache_dir is not None:
-        options.cache_dir = args.cache_dir
+    options.cache_dir = cache_folder(args)
 
 
 def holds_run(out: Path, run_id: str) -> bool:
@@ -47,6 +63,16 @@ def holds_run(out: Path, run_id: str) -> bool:
         return json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("run_id") == run_id
     except (OSError, ValueError, AttributeError, RecursionError):
         return False
+
+
+def resumable(error: BaseException, out: Path, run_id: str) -> bool:
+    """Whether the line should end with how to resume: `out` holds this run, the error is not the
+    user's input, and it does not itself say the run must start over (a fix that names --force:
+    answers the journal would replay are unusable), which a resume hint would contradict."""
+    if is_bad_input(error) or not holds_run(out, run_id):
+        return False
+    known = first_of(error, ProjectError)
+    return known is None or "--force" not in str(known)
 
 
 def run_optimize(args: argparse.Namespace, config: RunConfig) -> int:
@@ -60,20 +86,41 @@ def run_optimize(args: argparse.Namespace, config: RunConfig) -> int:
         run_id = new_run_id()
         options = OptimizeOptions(
             config=config, out=args.out or Path("runs") / run_id, run_id=run_id, force=args.force,
-            train=args.train or DEFAULT_TRAIN, examples=args.examples or DEFAULT_EXAMPLES, embedder=args.embedder,
+            train=train_files(args.train), examples=args.examples or DEFAULT_EXAMPLES,  # type: ignore[arg-type]
+            embedder=args.embedder,
         )
-    _caches(options, args)
     if args.dry_run:
-        print(format_projection(options.config.search, len(load_queries(options.train))))
-        return 0
+        return dry_run(options)
+    _caches(options, args)
     try:
         artifact = anyio.run(optimize, options)
     except FAILURES as exc:
-        if is_bad_input(exc) or not holds_run(options.out, options.run_id):
+        if not resumable(exc, options.out, options.run_id):
             raise
         return report(exc, f"the run is checkpointed: resume with `python run.py optimize --out {options.out} "
                            "--resume`", verbose=args.verbose)
     print(optimize_summary(artifact, options.out))
+    return 0
+
+
+def train_files(given: list[Path] | None) -> Path | list[Path]:
+    """`--train FILE ...`: one file as itself, several as the list the loader mixes into one stream."""
+    if not given:
+        return DEFAULT_TRAIN
+    return given[0] if len(given) == 1 else list(given)
+
+
+def dry_run(options) -> int:  # type: ignore[no-untyped-def]  (OptimizeOptions: its module loads the graph)
+    """The projected calls per role; the names and the query count checked as a real run checks them."""
+    from drpo.runner import check_names
+
+    check_names(options.config)
+    search = options.config.search
+    n_queries = len(load_queries(options.train))
+    warning = check_enough_queries(n_queries, search.depth, search.queries_per_level)
+    print(format_projection(search, n_queries))
+    if warning:
+        print(f"\nwarning: {warning}")
     return 0
 
 
@@ -102,28 +149,33 @@ def run_answer(args: argparse.Namespace, config: RunConfig) -> int:
 
     if not args.query.strip():
         raise UserInputError("answer: the query is empty; pass the question to answer as the last argument")
+    _checked(args.query, "answer", "query")  # a byte that is no UTF-8 arrives as a lone surrogate: no engine takes it
     if (args.artifact is None) == (args.prompt_file is None):
         raise UserInputError("answer: pass either --artifact DIR or --prompt-file FILE (with --examples FILE)")
     if args.prompt_file is not None and args.examples is None:
         raise UserInputError("answer: --prompt-file needs --examples FILE (JSONL, DRPO JSON, or a curate folder)")
     if args.k < 0:
         raise UserInputError(f"-k must be 0 or more, got {args.k}")
+    check_path(cache_folder(args), cache_flag(args))  # before an engine is built; writes nothing
     role = config.role("policy")
     backend = config.backends[role.backend]
     backend = backend.model_copy(update={"model": role.model or backend.model})
-    common = dict(backend=backend, k=args.k, sampling=answer_sampling(args, config), cache_dir=args.cache_dir)
+    common = {"backend": backend, "k": args.k, "sampling": answer_sampling(args, config)}
     try:
         if args.artifact is not None:
             artifact = read_artifact(args.artifact, "--artifact")  # one line for an old or damaged file
             embedder = artifact.embedder if args.embedder == "auto" else args.embedder  # the run's, unless asked
-            model = AlignedModel(artifact.prompt, artifact.examples, embedder=embedder, **common)
+            model = AlignedModel.for_artifact(artifact, allow_mode_change=args.allow_mode_change, embedder=embedder,
+                                              cache_dir=cache_folder(args), **common)
         else:
-            model = AlignedModel.from_files(args.prompt_file, args.examples, embedder=args.embedder, **common)
+            model = AlignedModel.from_files(args.prompt_file, args.examples, embedder=args.embedder,
+                                            cache_dir=cache_folder(args), **common)
     except ValueError as exc:  # an embedder that is not installed
         raise UserInputError(str(exc)) from None
 
     async def respond() -> str:
         try:
+            await model.probe()  # an engine that is down or refuses the key: one line, nothing written
             return await model.answer(args.query)
         except CallFailed as failure:
             raise AnswerFailed(f"answer: no answer from {backend.kind}:{model.engine.model}: {failure}; check that "
@@ -145,7 +197,7 @@ def run_eval(args: argparse.Namespace, config: RunConfig) -> int:
         data=args.data, artifact=args.artifact, baselines=args.baseline or ["plain"], k=args.k,
         sampling=answer_sampling(args, config), allow_train_overlap=args.allow_train_overlap,
         bootstrap_samples=args.bootstrap, bootstrap_seed=args.seed,
-        embedder=None if args.embedder == "auto" else args.embedder,
+        embedder=None if args.embedder == "auto" else args.embedder, allow_mode_change=args.allow_mode_change,
     )
     _caches(options, args)
     summary = anyio.run(evaluate, options)
@@ -162,5 +214,5 @@ def run_report(args: argparse.Namespace, config: RunConfig) -> int:
 
 
 COMMANDS = {"optimize": run_optimize, "curate": run_curate, "answer": run_answer, "eval": run_eval,
-            "report": run_report}
+            "report": run_report, "serve": run_serve}
 """Command name -> the function that runs it (with the parsed flags and the validated config)."""

@@ -1,8 +1,10 @@
 """From parsed flags to a validated `RunConfig`: defaults, then the TOML file, then flags.
 
-Everything wrong with the settings is found here, before any engine is built: an unreadable or
-malformed TOML file, an unknown key, a value out of range, an unknown critic, a remote backend
-without a model. Each is one `UserInputError` line naming the setting and where it came from.
+Everything wrong with the settings' shape is found here, before any engine is built: an unreadable,
+malformed or absurdly nested TOML file, a section of the wrong type, an unknown key, a value out of
+range or of the wrong type (`max_concurrency = true`), a remote backend without a model. Each is
+one `UserInputError` line naming the setting and where it came from. Names that registries define
+(roles, critics, selectors) are checked by `drpo.runner.check_names`, where the run starts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from drpo.errors import UserInputError
-from graph.selectors import selector_names
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
 
 DEMO_SEARCH = SearchConfig(depth=3, max_depth_increase=1, beam=2, actions=2, k=1)
@@ -41,6 +42,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise UserInputError(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"--config {path}: invalid TOML ({exc})") from None
+    except RecursionError:
+        raise UserInputError(f"--config {path}: nested too deeply to be a settings file; "
+                             "sections hold keys, arrays and small tables") from None
+    except OSError as exc:
+        raise UserInputError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def validation_message(exc: ValidationError, where: str) -> str:
@@ -92,20 +98,21 @@ def _apply_flags(data: dict[str, Any], args: argparse.Namespace) -> None:
         backends = _table(data, "backends", where)
         for name in list(backends) or ["default"]:
             _table(backends, name, f"{where}: [backends]")["max_concurrency"] = args.max_concurrency
+    if getattr(args, "policy_mode", None) is not None:
+        _policy_backend(data, where)["policy_mode"] = args.policy_mode
 
 
-def _check_critics(config: RunConfig) -> None:
-    from graph.roles import CRITICS  # the graph's registry; imported only when critics are named
-
-    for name in config.critics:
-        if name not in CRITICS:
-            raise UserInputError(f"critics: unknown critic {name!r}; known: {', '.join(sorted(CRITICS))}")
-
-
-def _check_selector(config: RunConfig, where: str) -> None:
-    if config.search.selector not in selector_names():
-        raise UserInputError(f"{where}: search.selector: unknown selector {config.search.selector!r}; "
-                             f"known: {', '.join(selector_names())}")
+def _policy_backend(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The `[backends.NAME]` table the policy role runs on (`[roles.policy] backend`, else default)."""
+    roles = _table(data, "roles", where)
+    policy = _table(roles, "policy", f"{where}: [roles]") if "policy" in roles else {}
+    name = policy.get("backend", "default")
+    if not isinstance(name, str):
+        raise UserInputError(f"{where}: roles.policy.backend: must be the name of a backend, got {type(name).__name__}")
+    backends = _table(data, "backends", where)
+    if name != "default" and name not in backends:
+        return {}  # an undefined backend: validation names it, with the role that uses it
+    return _table(backends, name, f"{where}: [backends]")
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -120,10 +127,6 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise UserInputError(validation_message(exc, str(args.config or "settings"))) from None
-    if config.critics:
-        _check_critics(config)
-    if args.command == "optimize":
-        _check_selector(config, str(args.config or "settings"))
     default = config.backends.get("default", BackendConfig())
     if default.kind != "embedded" and not default.model:
         raise UserInputError(f"--backend {default.kind} needs --model NAME (the model to serve or load)")

@@ -12,9 +12,10 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.embedders import EMBEDDERS
+from agents.embedders import EMBEDDERS, RECORDED
 from backends.registry import engine_names
 from drpo.errors import UserInputError
+from drpo.serve_cli import add_serve_parser
 from graph.selectors import selector_names
 
 
@@ -54,8 +55,14 @@ def _engine_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--max-concurrency", type=positive("--max-concurrency"),
                          help="requests in flight per endpoint, for every backend (64)")
     command.add_argument("--cache-dir", type=Path, help="shared caches (default: $DRPO_CACHE_DIR or ~/.cache/drpo)")
-    command.add_argument("--embedder", choices=EMBEDDERS, default="auto",
-                         help="retrieval embedder (auto: WordLlama if installed, else lexical)")
+    command.add_argument("--embedder", choices=tuple(dict.fromkeys((*EMBEDDERS, *RECORDED))), default="auto",
+                         metavar="EMBEDDER",
+                         help="retrieval embedder: auto (WordLlama if installed, else lexical), wordllama, minilm, "
+                              "lexical, or the name an artifact recorded (e.g. wordllama-l2-supercat-256)")
+    command.add_argument("--policy-mode", choices=("auto", "chat", "completion"),
+                         help="how the policy (the model aligned) is prompted: chat (its chat template), completion "
+                              "(the raw text, for a base model) or auto (chat if the model has a template); sets "
+                              "policy_mode of the backend the policy runs on")
 
 
 def _run_folder_options(command: argparse.ArgumentParser) -> None:
@@ -67,7 +74,11 @@ def _run_folder_options(command: argparse.ArgumentParser) -> None:
 
 
 def _answer_sampling_options(command: argparse.ArgumentParser, k_help: str) -> None:
-    """The policy's examples and sampling when answering (the paper's inference defaults)."""
+    """The policy's examples and sampling when answering (the paper's inference defaults), and
+    whether an artifact may be answered in another mode than it was optimized in."""
+    command.add_argument("--allow-mode-change", action="store_true",
+                         help="answer an artifact with --policy-mode other than the mode it was optimized in "
+                              "(the model then sees another prompt than the one optimized)")
     command.add_argument("-k", type=int, default=3, help=k_help)
     command.add_argument("--temperature", type=float, default=0.7, help="the policy's sampling temperature (0.7)")
     command.add_argument("--max-tokens", type=positive("--max-tokens"),
@@ -87,7 +98,9 @@ def _command(sub: argparse._SubParsersAction, name: str, summary: str, *groups: 
 
 def _optimize(sub: argparse._SubParsersAction) -> None:
     opt = _command(sub, "optimize", "beam search for an aligned system prompt", _engine_options, _run_folder_options)
-    opt.add_argument("--train", type=Path, help="JSONL with a 'query'/'instruction' field, or one query per line")
+    opt.add_argument("--train", type=Path, action="extend", nargs="+", metavar="FILE",
+                     help="JSONL with a 'query'/'instruction' field, a JSON array of such records, or one query per "
+                          "line; several files mix into one stream, each file's name its stratum")
     opt.add_argument("--examples", type=Path, help="in-context examples: JSONL, DRPO JSON, or a curate output folder")
     opt.add_argument("--depth", type=positive("--depth"), help="D: queries on a path before the depth bumps (20)")
     opt.add_argument("--max-depth-increase", type=int, help="M: most extra levels from skips (10)")
@@ -153,6 +166,6 @@ def _report(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="run.py", description="DRPO: optimize an alignment system prompt without training.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    for command in (_optimize, _curate, _answer, _eval, _report):
+    for command in (_optimize, _curate, _answer, _eval, _report, add_serve_parser):
         command(sub)
     return parser

@@ -21,8 +21,9 @@ from agents.eval_judge import rubric_for
 from drpo.datasets import load_queries, load_records
 from drpo.errors import UserInputError
 from drpo.run_files import ARTIFACT_FILE, read_artifact
-from schemas.artifact import RunArtifact
+from schemas.artifact import PolicySetup, RunArtifact
 from schemas.catalogue import DATA_DIR
+from schemas.config import PolicyMode
 from schemas.evaluation import EvalItem
 from schemas.messages import Example
 
@@ -150,3 +151,24 @@ def check_train_overlap(items: list[EvalItem], targets: list[EvalTarget]) -> Non
                 f"({where}), e.g. {overlap[0].instruction[:60]!r}; evaluate on held-out queries or pass "
                 "--allow-train-overlap"
             )
+
+
+def policy_setup(targets: list[EvalTarget], wanted: PolicyMode, allow_mode_change: bool) -> PolicySetup | None:
+    """How every configuration prompts the policy: as the artifact under test was optimized
+    (`wanted` auto or that mode), so baselines are answered the same way; None resolves another
+    `wanted` mode against the engine, which only `allow_mode_change` permits. A baseline artifact
+    optimized in another mode would be answered in a mode it was not optimized in: refused too."""
+    from drpo.api import policy_for_artifact  # the engines' module: imported when an eval runs
+
+    under_test = targets[0].artifact
+    assert under_test is not None  # resolve_targets puts the artifact under test first
+    setup = policy_for_artifact(under_test, wanted, allow_mode_change=allow_mode_change,
+                                where=f"--artifact {targets[0].source}")
+    mode = setup.mode if setup is not None else wanted
+    for target in targets[1:]:
+        if target.artifact is not None and target.artifact.policy.mode != mode and not allow_mode_change:
+            raise UserInputError(
+                f"--baseline {target.source}: optimized in {target.artifact.policy.mode} mode, but this eval prompts "
+                f"every configuration in {mode} mode; compare artifacts of one mode, or pass --allow-mode-change"
+            )
+    return setup

@@ -7,8 +7,11 @@ answered through `drpo.api.AlignedModel`, whose prompt is built as during optimi
 
 Every generation and judgement is in flight at once; the engine stacks of the session bound
 them per backend. A call that keeps failing marks the item failed for that configuration: it is
-never scored. Writes `scores.jsonl` and `summary.json` (drpo/eval_summary.py), the run log and
-the trace.
+never scored; an eval in which nothing at all was scored ends with one line (`EvalFailed`). The
+policy is prompted in the mode the artifact under test was optimized in, for every configuration.
+Writes `scores.jsonl` and `summary.json` (drpo/eval_summary.py), the run log and the trace; an eval
+cannot be continued, so one that fails leaves no half-written folder to block running it again
+(`discard_on_failure`; the answers it received stay in the shared response cache).
 """
 
 from __future__ import annotations
@@ -24,26 +27,35 @@ import structlog
 from agents.eval_judge import judge_answer
 from agents.policy import generate_response
 from backends.errors import CallFailed
+from backends.policy_mode import resolve_policy
 from backends.protocol import Engine
 from backends.registry import EngineFactory, build_engine
 from drpo.api import INFERENCE_SAMPLING, AlignedModel
 from drpo.errors import UserInputError
-from drpo.eval_inputs import EvalTarget, check_train_overlap, load_eval_items, resolve_targets
+from drpo.eval_inputs import EvalTarget, check_train_overlap, load_eval_items, policy_setup, resolve_targets
 from drpo.eval_stats import aspect_intervals, win_rates
 from drpo.eval_summary import SCORES_FILE, SUMMARY_FILE
-from telemetry.logs import get_logger
 from drpo.session import RunOptions, Session, run_session, write_atomic
 from graph.trace import traced
+from schemas.artifact import PolicySetup
 from schemas.config import BackendConfig, BackendKind, RunConfig
+from schemas.errors import ProjectError
 from schemas.evaluation import BootstrapSettings, ConfigSummary, EvalItem, EvalJudgeRequest, EvalSummary, ItemResult
 from schemas.llm import Sampling
 from schemas.messages import PolicyRequest
+from telemetry.logs import get_logger
 
 log = get_logger("drpo.eval")
 progress = get_logger("drpo.progress")
 
 JUDGE_BACKEND = "eval_judge"
 """The backend entry `--judge-backend` adds when the judge runs on another kind of engine."""
+
+
+class EvalFailed(ProjectError):
+    """Not one answer was scored: there is nothing to summarise, and an empty table would read as a result."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -56,8 +68,12 @@ class EvalOptions(RunOptions):
     sampling: Sampling = field(default_factory=INFERENCE_SAMPLING.model_copy)
     """The policy's sampling, the same for every configuration."""
     allow_train_overlap: bool = False
+    allow_mode_change: bool = False
+    """Prompt the policy in the backend's `policy_mode` even where it differs from the artifact's."""
     embedder: str | None = None
     """Retrieval embedder for artifacts' pools; None uses the one each artifact recorded."""
+    discard_on_failure: bool = True
+    """Nothing to resume: a failed eval's files go, so the same command runs again (drpo/session.py)."""
     bootstrap_samples: int = 2000
     bootstrap_seed: int = 0
     confidence: float = 0.95
@@ -90,15 +106,27 @@ def with_judge(
     return RunConfig.model_validate(data)
 
 
-def prepare(options: EvalOptions) -> tuple[list[EvalItem], list[EvalTarget]]:
-    """Everything checked before an engine is built or a file written."""
+def prepare(options: EvalOptions) -> tuple[list[EvalItem], list[EvalTarget], PolicySetup | None]:
+    """Everything checked before an engine is built or a file written: the items, the
+    configurations, and how the policy is prompted (None: the backend's mode, resolved)."""
     items = load_eval_items(options.data)
     targets = resolve_targets(options.artifact, options.baselines, options.k)
     if not options.allow_train_overlap:
         check_train_overlap(items, targets)
     if options.bootstrap_samples < 1:
         raise UserInputError(f"--bootstrap must be at least 1, got {options.bootstrap_samples}")
-    return items, targets
+    config = options.config
+    wanted = config.backends[config.role("policy").backend].policy_mode
+    return items, targets, policy_setup(targets, wanted, options.allow_mode_change)
+
+
+def check_scored(results: dict[str, list[ItemResult]]) -> None:
+    """Refuse to summarise an eval in which every call failed (the engines, not the prompts, decided it)."""
+    rows = [(name, r) for name, rows in results.items() for r in rows]
+    if rows and all(r.failed is not None for _, r in rows):
+        name, first = rows[0]
+        raise EvalFailed(f"eval: no answer was scored, all {len(rows)} failed (the first, {name} item {first.id}: "
+                         f"{(first.failed or '')[:200]}); check the engines and run the same command again")
 
 
 @dataclass(frozen=True)
@@ -210,20 +238,24 @@ def summarise(options: EvalOptions, items: list[EvalItem], targets: list[EvalTar
 
 
 async def evaluate(options: EvalOptions, engine_factory: EngineFactory = build_engine) -> EvalSummary:
-    items, targets = prepare(options)
+    items, targets, setup = prepare(options)
     config = options.config
     started = time.perf_counter()
     async with run_session(options, engine_factory) as session:
         policy_backend = config.backends[config.role("policy").backend]
-        roles = Answerers(policy=session.backends.for_role("policy"), judge=session.backends.for_role("judge"),
-                          policy_chat=policy_backend.chat, judge_sampling=config.sampling("judge"))
+        policy = session.backends.for_role("policy")
+        setup = setup or await resolve_policy(policy, policy_backend.policy_mode)
+        roles = Answerers(policy=policy, judge=session.backends.for_role("judge"), policy_chat=setup.mode == "chat",
+                          judge_sampling=config.sampling("judge"))
         try:
             models = {t.name: aligned_model(t, options, policy_backend, roles.policy) for t in targets}
         except ValueError as exc:  # an embedder that is not installed
             raise UserInputError(str(exc)) from None
         progress.info("eval.start", out=str(options.out), items=len(items), configs=[t.name for t in targets],
-                      policy=session.backends.name_of("policy"), judge=session.backends.name_of("judge"))
+                      policy=session.backends.name_of("policy"), judge=session.backends.name_of("judge"),
+                      policy_mode=setup.mode)
         results = await answer_all(items, targets, models, roles)
+        check_scored(results)
         summary = summarise(options, items, targets, results, session, time.perf_counter() - started)
         lines = [r.model_dump_json() for t in targets for r in results[t.name]]
         write_atomic(options.out / SCORES_FILE, "\n".join(lines) + "\n")

@@ -20,15 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drpo.errors import UserInputError
-from telemetry.redact import Redactor, redacting
 from drpo.eval_summary import SUMMARY_FILE
 from drpo.report_html import esc, page, png
 from drpo.report_plots import plot_rewards, plot_roles, plot_tree
 from drpo.report_sections import eval_section, levels_table, prompt_diffs, rejected_section, roles_table
 from drpo.run_files import read_artifact, read_model
+from drpo.run_folder import check_path
 from drpo.run_records import SearchRecords
 from drpo.session import write_atomic
 from schemas.evaluation import EvalSummary
+from telemetry.redact import Redactor, redacting
 
 REPORT_FILE = "report.html"
 
@@ -49,7 +50,8 @@ def load_run(run_dir: Path, eval_dir: Path | None = None) -> ReportedRun:
         raise UserInputError(f"--eval {eval_dir}: no {SUMMARY_FILE} there; pass an eval output folder")
     evaluation = None
     if summary_path.is_file():
-        evaluation = read_model(summary_path, EvalSummary, str(summary_path), "an eval summary")
+        evaluation = read_model(summary_path, EvalSummary, str(summary_path), "an eval summary",
+                                "restore it, run the eval again, or pass --eval with another eval folder")
     return ReportedRun(records=SearchRecords(artifact), evaluation=evaluation)
 
 
@@ -95,8 +97,11 @@ def write_report(run_dir: Path, eval_dir: Path | None = None, out: Path | None =
     The page passes the redactor of the run's own config, which knows its `api_key_env` variables
     whatever their names: a key a failing engine echoed into a record stays out of the report."""
     run = load_run(run_dir, eval_dir)
-    html = render_report(run)
     path = out or run_dir / REPORT_FILE
+    if path.is_dir():
+        raise UserInputError(f"--out {path}: a folder; name the HTML file to write (e.g. {path / REPORT_FILE})")
+    check_path(path.parent, "--out" if out is not None else "report")  # before the plots are drawn
+    html = render_report(run)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with redacting(Redactor.for_config(run.records.artifact.config)):

@@ -6,12 +6,13 @@ The artifacts are written atomically (temp file + rename) once the search has fi
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosqlite
 import anyio
@@ -19,7 +20,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.sqlite.aio import AsyncSqliteStore
-from pydantic import BaseModel
 
 from agents.curator import ExamplePool
 from agents.embedders import make_embedder
@@ -29,14 +29,16 @@ from drpo.datasets import (
     DEFAULT_EXAMPLES,
     DEFAULT_TRAIN,
     TrainQuery,
+    check_enough_queries,
     file_digest,
     load_examples,
     load_queries,
     stratified_order,
 )
 from drpo.errors import UserInputError
-from telemetry.logs import get_logger
-from drpo.session import RunOptions, Session, run_session, write_atomic
+from drpo.run_folder import CHECKPOINTS, MANIFEST
+from drpo.run_manifest import InputFile, RunManifest, manifest_text, read_manifest
+from drpo.session import RunOptions, Session, check_paths, run_session, write_atomic
 from graph.beam import build_beam_graph
 from graph.context import RunContext
 from graph.records import read_search
@@ -48,11 +50,11 @@ from schemas.catalogue import AspectCatalogue
 from schemas.config import RunConfig
 from schemas.errors import ProjectError, first_of
 from schemas.records import CandidateRecord, LevelRecord
+from telemetry.logs import get_logger
+
+__all__ = ["CHECKPOINTS", "MANIFEST", "OptimizeOptions", "RunManifest", "check_names", "optimize", "resume_options"]
 
 log = get_logger("drpo.progress")
-
-CHECKPOINTS = "checkpoints.sqlite"
-"""The run's checkpoints and, in the same file, its record store (graph/records.py)."""
 
 
 def check_names(config: RunConfig) -> None:
@@ -78,46 +80,37 @@ def check_names(config: RunConfig) -> None:
 
 @dataclass
 class OptimizeOptions(RunOptions):
-    train: Path = DEFAULT_TRAIN
+    replaces_runs: ClassVar[bool] = True
+    train: Path | Sequence[Path] = DEFAULT_TRAIN
+    """One training file or several (their queries mixed by the seeded stratified order)."""
     examples: Path = DEFAULT_EXAMPLES
     """A JSONL/JSON example file or a `curate` output folder."""
     embedder: str = "auto"
     """Retrieval embedder: auto (WordLlama if installed, else lexical), wordllama, minilm, lexical."""
 
-
-class RunManifest(BaseModel):
-    """What `--resume` needs to rebuild a run exactly: written to run.json when the run starts."""
-
-    run_id: str
-    config: RunConfig
-    train: str
-    train_sha256: str
-    examples: str
-    examples_sha256: str
-    embedder: str
-
-
-MANIFEST = "run.json"
+    @property
+    def train_files(self) -> list[Path]:
+        return [Path(self.train)] if isinstance(self.train, str | os.PathLike) else [Path(p) for p in self.train]
 
 
 def resume_options(out: Path, **overrides) -> OptimizeOptions:  # type: ignore[no-untyped-def]
-    """The options of the interrupted run in `out`, checked against the files it read."""
-    path = out / MANIFEST
-    if not path.is_file():
-        raise UserInputError(f"--resume: {out} holds no run to resume ({MANIFEST} is missing); start a new run")
-    manifest = RunManifest.model_validate_json(path.read_text(encoding="utf-8"))
-    for name in ("train", "examples"):
-        file = Path(getattr(manifest, name))
-        if not file.is_file() or file_digest(file) != getattr(manifest, f"{name}_sha256"):
-            raise UserInputError(f"--resume: {file} changed since the run started; restore it or start a new run")
-    return OptimizeOptions(config=manifest.config, out=out, run_id=manifest.run_id, train=Path(manifest.train),
-                           examples=Path(manifest.examples), embedder=manifest.embedder, resume=True, **overrides)
+    """The options of the interrupted run in `out`, from its sealed manifest, checked against
+    the files it read (drpo/run_manifest.py)."""
+    manifest = read_manifest(out)
+    return OptimizeOptions(config=manifest.config, out=out, run_id=manifest.run_id,
+                           train=[Path(f.path) for f in manifest.train], examples=Path(manifest.examples.path),
+                           embedder=manifest.embedder, resume=True, **overrides)
 
 
 async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = build_engine) -> RunArtifact:
+    """Every input is checked before anything is written or spent: names, paths and caches,
+    the training stream (too short a stream is refused; one that ends the search early is
+    warned about), the example pool; then the session checks the folder and the engines."""
     config = options.config
     check_names(config)
-    ordered = stratified_order(load_queries(options.train), config.search.seed)
+    check_paths(options)
+    ordered = stratified_order(load_queries(options.train_files), config.search.seed)
+    short = check_enough_queries(len(ordered), config.search.depth, config.search.queries_per_level)
     examples, examples_file = load_examples(options.examples)
     pool = ExamplePool(examples, make_embedder(options.embedder, options.cache_dir), options.cache_dir)
     if config.search.k > len(pool.examples):
@@ -125,12 +118,12 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
     started = time.perf_counter()
     async with run_session(options, engine_factory) as session:
         if not options.resume:
-            manifest = RunManifest(
-                run_id=options.run_id, config=config, train=str(options.train.resolve()),
-                train_sha256=file_digest(options.train), examples=str(examples_file.resolve()),
-                examples_sha256=file_digest(examples_file), embedder=options.embedder,
-            )
-            write_atomic(options.out / MANIFEST, manifest.model_dump_json(indent=2))
+            manifest = RunManifest(run_id=options.run_id, config=config,
+                                   train=[InputFile.of(path) for path in options.train_files],
+                                   examples=InputFile.of(examples_file), embedder=options.embedder)
+            write_atomic(options.out / MANIFEST, manifest_text(manifest))
+        if short is not None:
+            log.warning("train.short", problem=short)
         log.info("run.resume" if options.resume else "run.start", run_id=options.run_id, out=str(options.out),
                  models=session.models, depth=config.search.depth, beam=config.search.beam,
                  actions=config.search.actions, queries=len(ordered))
@@ -225,7 +218,8 @@ def _artifact(options: OptimizeOptions, session: Session, pool: ExamplePool, ord
         config=config,
         models=session.models,
         seed=config.search.seed,
-        train_file=str(options.train),
+        train_file=", ".join(str(path) for path in options.train_files),
+        train_files=[str(path) for path in options.train_files],
         query_order=[TrainItem(query=q.query, source=q.source) for q in ordered[:used]],
         levels=result.levels,
         candidates=result.candidates,

@@ -1,8 +1,12 @@
 """What every command that calls engines shares: options, the output folder, engines, caches, logs.
 
-`run_session` checks the output folder and builds every engine before anything is written, so bad
-input leaves nothing behind; then it creates the folder, starts the run log and trace, and closes
-engines, caches and logs however the run ends.
+`run_session` checks everything before anything is written or spent, so bad input leaves nothing
+behind: the paths of `--out` and `--cache-dir`, the run folder's state on `--resume` (its
+databases read whole; drpo/run_folder.py), the shared cache databases, then every engine, built
+and probed. Only then does it claim the folder (one process at a time: a lock the OS releases
+when its owner dies; a new run's folder made exclusively, or emptied by `--force`), open the
+run's journal and ledger (a resumed run continues its account and budgets), start the run log
+and trace, and close all of it however the run ends.
 
 A run has its own redactor (telemetry/redact.py), current for the session's duration: every engine is
 built behind it (a fault's text is scrubbed where it arises), the run's log files and the console
@@ -15,10 +19,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import structlog
@@ -29,10 +34,25 @@ from backends.errors import EngineConfigError
 from backends.ledger import Ledger, LedgerBook
 from backends.registry import BackendPool, EngineFactory, build_engine
 from drpo.errors import UserInputError
-from telemetry.logs import run_logs
-from telemetry.redact import Redactor, current, redacting
+from drpo.run_folder import (
+    JOURNAL,
+    LEDGER,
+    check_cache,
+    check_new_folder,
+    check_path,
+    check_run_state,
+    claimed,
+    discard,
+    make_folder,
+    seal_torn_line,
+)
 from schemas.config import RunConfig
-from schemas.errors import first_leaf
+from schemas.errors import ProjectError, first_leaf, first_of
+from telemetry.logs import RUN_LOG, TRACE, run_logs
+from telemetry.redact import Redactor, current, redacting
+
+RESPONSES = "responses.sqlite"
+CRITERIA = "criteria.sqlite"
 
 
 def default_cache_dir() -> Path:
@@ -45,11 +65,14 @@ def new_run_id() -> str:
 
 @dataclass
 class RunOptions:
+    replaces_runs: ClassVar[bool] = False
+    """Whether `--force` lets this command replace an optimize run in its folder (only a new
+    optimize run may; `eval --out RUN_DIR --force` would delete the run it evaluates)."""
     config: RunConfig
     out: Path
     run_id: str = field(default_factory=new_run_id)
     force: bool = False
-    """Write into a non-empty output folder."""
+    """Start from an empty output folder: the files an earlier command wrote there are removed."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where the shared caches live (criteria selections, engine responses, embeddings)."""
     criteria_cache: bool = True
@@ -58,6 +81,11 @@ class RunOptions:
     """False sends every request, even one answered before."""
     resume: bool = False
     """Continue the run in `out` from its last checkpoint, replaying its finished calls."""
+    discard_on_failure: bool = False
+    """For a command that cannot be continued (`eval`, `curate`): when it fails with a project error
+    or Ctrl-C, the files it wrote go, and the folder too if it made it, so the same command runs
+    again without --force. Done by the folder's owner under its lock, so it never touches a folder
+    another process runs in. A bug keeps its folder (the error line asks for its run.log)."""
 
 
 @dataclass
@@ -68,11 +96,21 @@ class Session:
     criteria_cache: CriteriaCache
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out}: exists and is not a folder; choose another path")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserInputError(f"--out {out}: folder is not empty; choose a new folder or pass --force")
+def check_paths(options: RunOptions) -> None:
+    """`--out` and `--cache-dir` are folders that can be made and written. Writes nothing; the
+    runner calls it before it reads its inputs (the example pool writes embeddings under the
+    cache folder)."""
+    check_path(options.out, "--out")
+    check_path(options.cache_dir, "--cache-dir")
+
+
+def check_caches(options: RunOptions) -> None:
+    """The shared cache databases the run will use read whole: one that a crash or a full disk
+    tore would fail mid-run, after the rest of the search was paid for."""
+    if options.response_cache:
+        check_cache(options.cache_dir / RESPONSES, "--no-cache")
+    if options.criteria_cache:
+        check_cache(options.cache_dir / CRITERIA, "--no-criteria-cache")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -82,12 +120,6 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-JOURNAL = "journal.sqlite"
-"""Every answer the run received, so that a resumed run replays them instead of asking again."""
-LEDGER = "ledger.sqlite"
-"""Every call the run sent, fault and replay, across processes (backends/ledger.py)."""
 
 
 @contextmanager
@@ -114,41 +146,72 @@ async def _watching(backends: BackendPool) -> AsyncIterator[None]:
         raise first_leaf(group) from None
 
 
+def _discarding(out: Path, created: bool):  # type: ignore[no-untyped-def]
+    """An exit callback: discard the folder's files when the block failed cleanly (see
+    `RunOptions.discard_on_failure`); never suppresses the error."""
+
+    def on_exit(kind, error, traceback) -> bool:  # type: ignore[no-untyped-def]
+        if error is not None and first_of(error, (ProjectError, KeyboardInterrupt)) is not None:
+            discard(out, created=created)
+        return False
+
+    return on_exit
+
+
+async def _engines(options: RunOptions, backends: BackendPool, redactor: Redactor) -> dict[str, str]:
+    """Build every engine the run calls (a model-backed critic's included) and probe each: a bad
+    model or endpoint fails here, before anything is written."""
+    from graph.roles import roles_in_use  # here, so `report` (which imports write_atomic) loads no graph
+
+    try:
+        models = backends.models(roles_in_use(options.config))
+        await backends.probe()
+    except (EngineConfigError, ValueError) as exc:
+        raise UserInputError(redactor.scrub(str(exc))) from None
+    return models
+
+
 @asynccontextmanager
 async def run_session(options: RunOptions, engine_factory: EngineFactory = build_engine) -> AsyncIterator[Session]:
+    out = options.out
+    check_paths(options)
     if not options.resume:
-        check_out_dir(options.out, options.force)
+        check_new_folder(out, options.force, replaces_runs=options.replaces_runs)
     redactor = Redactor.for_config(options.config)
     with redacting(redactor), _scrubbed_errors(redactor):
-        ledger = Ledger(options.config.budgets)
-        responses = ResponseCache(options.cache_dir / "responses.sqlite") if options.response_cache else None
-        backends = BackendPool(options.config, ledger, engine_factory, caches=[responses] if responses else [],
-                               redactor=redactor)
-        try:
-            models = backends.models()  # builds every engine now: a bad model or endpoint fails before any output
-            await backends.probe()
-        except BaseException as exc:
-            await backends.aclose()
-            if responses is not None:
-                responses.close()
-            if isinstance(exc, EngineConfigError | ValueError):
-                raise UserInputError(redactor.scrub(str(exc))) from None
-            raise
-        options.out.mkdir(parents=True, exist_ok=True)
-        journal = ResponseCache(options.out / JOURNAL, journal=True)
-        backends.add_journal(journal)
-        book = LedgerBook(options.out / LEDGER)
-        ledger.attach(book)  # a resumed run continues its account and its budgets
-        criteria = CriteriaCache(options.cache_dir / "criteria.sqlite" if options.criteria_cache else None)
-        with run_logs(options.out, redactor):
-            try:
-                with structlog.contextvars.bound_contextvars(run_id=options.run_id):
-                    async with _watching(backends):
-                        yield Session(ledger=ledger, backends=backends, models=models, criteria_cache=criteria)
-            finally:
-                await backends.aclose()
-                criteria.close()
-                journal.close()
-                book.close()
-                if responses is not None:
-                    responses.close()
+        async with AsyncExitStack() as stack:
+            if options.resume:  # the folder is ours before its state is read
+                stack.enter_context(claimed(out, new=False))
+                check_run_state(out)
+            check_caches(options)
+            ledger = Ledger(options.config.budgets)
+            responses = None
+            if options.response_cache:
+                make_folder(options.cache_dir, "--cache-dir")
+                responses = ResponseCache(options.cache_dir / RESPONSES)
+                stack.callback(responses.close)
+            backends = BackendPool(options.config, ledger, engine_factory, caches=[responses] if responses else [],
+                                   redactor=redactor)
+            stack.push_async_callback(backends.aclose)
+            models = await _engines(options, backends, redactor)
+            if not options.resume:
+                created = stack.enter_context(claimed(out, new=True, force=options.force,
+                                                      replaces_runs=options.replaces_runs))
+                if options.discard_on_failure:
+                    stack.push(_discarding(out, created))  # runs once every file of the run is closed
+            for log in (RUN_LOG, TRACE):
+                seal_torn_line(out / log)
+            journal = ResponseCache(out / JOURNAL, journal=True)
+            stack.callback(journal.close)
+            backends.add_journal(journal)
+            book = LedgerBook(out / LEDGER)
+            stack.callback(book.close)
+            ledger.attach(book)  # a resumed run continues its account and its budgets
+            if options.criteria_cache:
+                make_folder(options.cache_dir, "--cache-dir")
+            criteria = CriteriaCache(options.cache_dir / CRITERIA if options.criteria_cache else None)
+            stack.callback(criteria.close)
+            stack.enter_context(run_logs(out, redactor))
+            stack.enter_context(structlog.contextvars.bound_contextvars(run_id=options.run_id))
+            await stack.enter_async_context(_watching(backends))
+            yield Session(ledger=ledger, backends=backends, models=models, criteria_cache=criteria)

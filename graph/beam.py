@@ -1,12 +1,15 @@
 """DRPO's beam search over system prompts, as a LangGraph state machine (drpo-method.md §4).
 
     prefetch_criteria   start the criteria selection of the first D queries, in the background
-    evaluate_root       answer query 0 under the initial prompt and judge it (never scored on a path)
+    evaluate_root       answer query 0 under the initial prompt and judge it (never scored on a path);
+                        a call failing every attempt stops the run, never checkpointed as a result
     ┌─> route_level     stop when the next query is past the depth; else one `expand` per beam node
     │   expand          rewrite the node's prompt (or skip), then answer and judge every candidate
     │                   on this level's query: all candidates in flight, each judged when its answer lands
     └── keep_top        +1 depth if any node skipped (at most +M in all); the selector keeps the next beam
         finish          the deliverable: the selector's pick of the final beam
+        validate        with `search.validation` N: the finalists on N held-out queries; the best
+                        validation mean is delivered instead (graph/validation.py)
 
 One query per level: every candidate of level l answers query l + 1, so their rewards compare.
 With `queries_per_level` m > 1 (minibatch mode) a level is a block of m queries and a candidate's
@@ -28,8 +31,7 @@ from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Send
 
-from backends.errors import CallFailed
-from telemetry.logs import get_logger
+from backends.errors import CallFailed, EmptyOutput, InvalidOutput, TruncatedOutput
 from graph.context import RunContext
 from graph.fanout import gather
 from graph.records import ROOT, put_candidates, put_level
@@ -37,10 +39,15 @@ from graph.roles import answer, criteria_for, judge_response, prefetch_criteria,
 from graph.selectors import find_selector
 from graph.selectors.base import Selector
 from graph.state import BeamNode, BeamState, Child, Evaluation, ExpandTask
+from graph.validation import validate
+from schemas.errors import ProjectError
 from schemas.messages import RewriteRequest
 from schemas.records import CandidateRecord, LevelRecord, Verdict
+from telemetry.logs import get_logger
 
 log = get_logger("drpo.beam")
+OUTPUT_KINDS = frozenset({InvalidOutput.kind, TruncatedOutput.kind, EmptyOutput.kind})
+"""Faults of answers the engine gave: they are journaled, so a resume replays them."""
 progress = get_logger("drpo.progress")
 
 
@@ -93,18 +100,40 @@ async def prefetch(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     return {}
 
 
+class RootNotEvaluated(ProjectError):
+    """Every attempt of a call of the root's evaluation failed. The search stops here rather than
+    go on from an unjudged root: nothing of the root is recorded or checkpointed, so a resumed
+    run evaluates it again and delivers what an uninterrupted run would have."""
+
+    exit_code = 1
+
+
+def _root_failed(failure: CallFailed) -> RootNotEvaluated:
+    kinds = set(failure.faults)
+    if "budget" in kinds:
+        fix = (f"the budget leaves no call to evaluate even the initial prompt: start over with a larger "
+               f"[budgets.{failure.role}]")
+    elif kinds & OUTPUT_KINDS:
+        fix = ("the engine's answers were unusable, and the run's journal (and the shared cache) would replay them: "
+               "fix the cause (a truncated answer: raise max_tokens) and start over with --force --no-cache")
+    else:
+        fix = "nothing of it was checkpointed: resume once the engine answers, and the root is evaluated again"
+    return RootNotEvaluated(f"the initial prompt could not be evaluated ({failure}); {fix}")
+
+
 async def evaluate_root(state: BeamState, runtime: Runtime[RunContext]) -> dict:
+    """Answer and judge block 0 under the initial prompt; a call that fails every attempt stops
+    the run (`RootNotEvaluated`), since a search from an unjudged root would deliver another prompt."""
     ctx = runtime.context
     prompt = ctx.config.search.initial_prompt
     record = CandidateRecord(node_id=ROOT, level=-1, prompt=prompt)
-    evaluation = None
     with structlog.contextvars.bound_contextvars(level=-1, node_id=ROOT):
         try:
             evaluations = await evaluate_block(ctx, prompt, 0)
-            evaluation, record.verdicts = feedback(evaluations), verdicts(evaluations)
         except CallFailed as failure:
             log.warning("root.failed", error=str(failure))
-            record.failure = str(failure)
+            raise _root_failed(failure) from failure
+    evaluation, record.verdicts = feedback(evaluations), verdicts(evaluations)
     await put_candidates(_store(runtime), [record])
     root = BeamNode(node_id=ROOT, level=-1, prompt=prompt, history=[prompt], evaluation=evaluation)
     progress.info("root.done", reward=record.reward)
@@ -136,7 +165,7 @@ async def expand(task: ExpandTask, runtime: Runtime[RunContext]) -> dict:
 
 async def _propose(ctx: RunContext, node: BeamNode) -> tuple[list[str], bool]:
     """The candidate prompts for a node's children, and whether the node skipped its rewrite."""
-    if node.evaluation is None:  # the root's evaluation failed: nothing to learn from, as a skip
+    if node.evaluation is None:  # a root checkpointed unjudged by an older version: nothing to learn from
         return [node.prompt], True
     ev = node.evaluation
     request = RewriteRequest(
@@ -247,5 +276,7 @@ def build_beam_graph(checkpointer=None, store: BaseStore | None = None):  # type
     builder.add_conditional_edges("evaluate_root", route_level, ["expand", "finish"])
     builder.add_edge("expand", "keep_top")
     builder.add_conditional_edges("keep_top", route_level, ["expand", "finish"])
-    builder.add_edge("finish", END)
+    builder.add_node("validate", validate)  # held-out queries re-rank the finalists (a no-op without validation)
+    builder.add_edge("finish", "validate")
+    builder.add_edge("validate", END)
     return builder.compile(checkpointer=checkpointer, store=store if store is not None else InMemoryStore())

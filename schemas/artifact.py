@@ -66,6 +66,9 @@ class RunArtifact(BaseModel):
     """Backend and model serving each role."""
     seed: int
     train_file: str
+    """The training file, or the files joined with ", " (every one of them is in `train_files`)."""
+    train_files: list[str] = Field(default_factory=list)
+    """Every training file of the run, in the order given (empty in artifacts that predate it)."""
     query_order: list[TrainItem]
     """The training stream in the order it was consumed (root query first)."""
     levels: list[LevelRecord]

@@ -7,9 +7,9 @@ here: a backend names the environment variable that holds its key.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from schemas.llm import Sampling
 
@@ -32,6 +32,12 @@ ROLE_SAMPLING: dict[str, Sampling] = {
 """The paper's sampling per role (drpo-method.md §8); a role's config overrides any field."""
 
 
+Whole = Annotated[int, Strict()]
+"""An integer setting: `true` is refused (lax validation would take it as 1, `max_concurrency = true`
+running one request at a time), and so is `3.0` or `"3"`: settings files are typed."""
+Number = Annotated[float, Strict()]
+"""A real-valued setting: a whole number is taken, `true` is refused (lax validation takes it as 1.0)."""
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
@@ -49,8 +55,8 @@ class _Strict(BaseModel):
 class Budget(_Strict):
     """Hard caps for one role; reaching one stops the run gracefully with what it has."""
 
-    calls: int | None = Field(default=None, ge=1)
-    tokens: int | None = Field(default=None, ge=1)
+    calls: Whole | None = Field(default=None, ge=1)
+    tokens: Whole | None = Field(default=None, ge=1)
     """Input plus output tokens."""
 
 
@@ -62,10 +68,10 @@ class BackendConfig(_Strict):
     """OpenAI-compatible endpoint; default from OPENAI_BASE_URL."""
     base_urls: list[str] = Field(default_factory=list)
     """Several endpoints serving the same model: requests go to the least busy healthy one."""
-    endpoint_cooldown_s: float = Field(default=30.0, ge=0)
+    endpoint_cooldown_s: Number = Field(default=30.0, ge=0)
     """How long an endpoint that failed at the transport level is left out."""
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: Whole | None = Field(default=None, ge=1)
+    tokens_per_minute: Whole | None = Field(default=None, ge=1)
     api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the API key (the key itself is never stored)."""
 
@@ -101,23 +107,23 @@ class BackendConfig(_Strict):
     def chat(self) -> bool:
         """The policy is not forced into completion mode."""
         return self.policy_mode != "completion"
-    max_concurrency: int = Field(default=64, ge=1)
+    max_concurrency: Whole = Field(default=64, ge=1)
     """Requests in flight per endpoint (the embedded engine always runs one at a time)."""
-    max_attempts: int = Field(default=4, ge=1)
+    max_attempts: Whole = Field(default=4, ge=1)
     """Tries per call for transport faults and invalid structured output."""
-    max_retry_wait_s: float = Field(default=60.0, ge=0)
+    max_retry_wait_s: Number = Field(default=60.0, ge=0)
     """The longest wait between attempts, also when a server asks for more (Retry-After)."""
-    timeout_s: float = Field(default=300.0, gt=0)
+    timeout_s: Number = Field(default=300.0, gt=0)
     """How long one request may take before it is a transport fault (and retried)."""
-    n_ctx: int = Field(default=8192, ge=256)
+    n_ctx: Whole = Field(default=8192, ge=256)
     """Context window of the embedded model."""
-    n_threads: int | None = None
+    n_threads: Whole | None = None
     dtype: str = "auto"
     """vLLM: weights dtype."""
-    max_model_len: int | None = None
+    max_model_len: Whole | None = None
     """vLLM: context length (default: the model's)."""
-    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
-    tensor_parallel_size: int = Field(default=1, ge=1)
+    gpu_memory_utilization: Number = Field(default=0.9, gt=0.0, le=1.0)
+    tensor_parallel_size: Whole = Field(default=1, ge=1)
     enforce_eager: bool = False
     """vLLM: disable CUDA graphs (about 4x slower on small models; for debugging only)."""
 
@@ -128,39 +134,71 @@ class RoleConfig(_Strict):
     backend: str = "default"
     model: str | None = None
     """Overrides the backend's model for this role only."""
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: Number | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: Number | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: Whole | None = Field(default=None, ge=1)
+    backends: list[str] = Field(default_factory=list)
+    """A judge panel (`[roles.judge]` only): several backends, each judging every answer; their
+    verdicts are averaged (graph/judge_panel.py). The first member also serves as `backend`."""
+
+    @model_validator(mode="after")
+    def _panel(self) -> RoleConfig:
+        """A panel names each member once, and uses the members' own models: `model` or `backend`
+        beside it would be ambiguous. `backend` becomes the first member (so a saved config, which
+        holds both, loads again)."""
+        if not self.backends:
+            return self
+        if len(set(self.backends)) != len(self.backends):
+            raise ValueError("backends: name each panel member once (for more verdicts per judge use "
+                             "[search] judge_samples)")
+        if self.model is not None or ("backend" in self.model_fields_set and self.backend != self.backends[0]):
+            raise ValueError("backends (a judge panel) cannot be combined with backend or model: "
+                             "set each member's model under [backends.NAME]")
+        self.backend = self.backends[0]
+        return self
 
 
 class SearchConfig(_Strict):
     """The beam search (drpo-method.md §4); defaults are the paper's."""
 
-    depth: int = Field(default=20, ge=1)
-    max_depth_increase: int = Field(default=10, ge=0)
-    beam: int = Field(default=2, ge=1)
-    actions: int = Field(default=3, ge=1)
-    k: int = Field(default=2, ge=0)
+    depth: Whole = Field(default=20, ge=1)
+    max_depth_increase: Whole = Field(default=10, ge=0)
+    beam: Whole = Field(default=2, ge=1)
+    actions: Whole = Field(default=3, ge=1)
+    k: Whole = Field(default=2, ge=0)
     """In-context examples retrieved per query during optimization."""
-    seed: int = 42
+    seed: Whole = 42
     initial_prompt: str = "You are a helpful assistant."
-    history: int = Field(default=5, ge=1)
+    history: Whole = Field(default=5, ge=1)
     """Prompts on the path shown to the rewriter."""
-    queries_per_level: int = Field(default=1, ge=1)
+    queries_per_level: Whole = Field(default=1, ge=1)
     """m: queries each candidate answers per level, rewarded by their mean (1 = the paper)."""
     selector: str = "paper"
     """How the next beam and the deliverable are chosen (graph/selectors/): `paper` is top B by
     path mean (last reward when B = 1)."""
+    judge_samples: Whole = Field(default=1, ge=1, le=100)
+    """n: judge calls per answer (per panel member), their rewards averaged (1 = the paper). With
+    n > 1 the judge samples at graph/judge_panel.py's `SAMPLE_TEMPERATURE` unless
+    `[roles.judge] temperature` is set; sample i asks with seed + i (a retry adds 1000, so n stays
+    under that)."""
+    lcb_z: Number = Field(default=1.0, ge=0.0)
+    """z of the `lcb` selector: it ranks by mean minus z standard errors (graph/selectors/lcb.py)."""
+    validation: Whole = Field(default=0, ge=0)
+    """N (`--validate N`): the final beam's prompts answer N held-out queries and the best
+    validation mean is delivered (graph/validation.py); 0 = the paper, no validation. (Not named
+    `validate`: pydantic's BaseModel owns that name.)"""
+    validate_levels: bool = False
+    """With `validation`: the best candidate of every level is validated too."""
 
 
 class CurationConfig(_Strict):
     """The example-curation loop (drpo-method.md §5.1); defaults are the paper's."""
 
-    iterations: int = Field(default=5, ge=1)
+    iterations: Whole = Field(default=5, ge=1)
     """Rewrite-and-judge rounds per example at most."""
     from_best: bool = False
     """Rewrite the best answer so far instead of the latest one (the reference rewrites the latest)."""
-    seed: int = 0
+    seed: Whole = 0
     """Seeds every sample of the loop (criteria, judge and rewrites), so a curation is repeatable."""
 
 
@@ -183,6 +221,17 @@ class RunConfig(_Strict):
                 raise ValueError(
                     f"[roles.{role}] uses backend {binding.backend!r}, which is not defined under [backends]"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_panels(self) -> RunConfig:
+        for role, binding in self.roles.items():
+            if binding.backends and role != "judge":
+                raise ValueError(f"[roles.{role}] backends: only the judge can be a panel; bind one backend")
+            for name in binding.backends:
+                if name not in self.backends:
+                    raise ValueError(f"[roles.{role}] backends names {name!r}, which is not defined under "
+                                     f"[backends]; add [backends.{name}] or drop it from the panel")
         return self
 
     def role(self, name: str) -> RoleConfig:

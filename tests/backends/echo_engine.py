@@ -1,7 +1,7 @@
 """An engine a newcomer might add: one file with a `build(config, model)` function.
 
 It answers every request locally: the smallest valid JSON for a structured request, and the
-last line of the prompt for a plain one. Registered in a test with one line:
+prompt's first line of text for a plain one. Registered in a test with one line:
 `ENGINES["echo"] = "tests.backends.echo_engine:build"`.
 """
 
@@ -31,7 +31,9 @@ class EchoEngine:
         if request.json_schema is not None:
             text = json.dumps(schema_instance(request.json_schema))
         else:
-            text = (request.prompt or request.messages[-1].content).strip().splitlines()[-1]
+            lines = [line for m in request.messages or [] for line in m.content.splitlines()]
+            lines += (request.prompt or "").splitlines()
+            text = next(line for line in lines if line.strip() and not line.startswith(("#", "<")))
         return LLMResult(choices=[Choice(text=text, finish_reason="stop")], usage=Usage(tokens_in=1, tokens_out=1),
                          model=self.model)
 

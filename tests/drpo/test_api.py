@@ -97,3 +97,30 @@ def test_answer_and_curate_reject_bad_input(argv, mentions, capsys, tmp_path, mo
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and mentions in err[0]
+
+
+async def test_an_aligned_model_writes_its_cache_only_once_it_answers(tmp_path):
+    """Building one (and probing its engine) writes nothing: an engine that is down leaves no file."""
+    examples = [Example(query="a?", answer="A.")]
+    model = AlignedModel("Be brief.", examples, k=1, backend=BackendConfig(kind="openai", model="s"),
+                         cache_dir=tmp_path / "cache", embedder="lexical",
+                         engine_factory=lambda config, name: ScriptedEngine(lambda r: "Brief."))
+    await model.probe()
+    assert not (tmp_path / "cache").exists()
+    assert await model.answer("b?") == "Brief."
+    assert (tmp_path / "cache" / "responses.sqlite").is_file()
+    await model.aclose()
+
+
+async def test_an_artifact_is_answered_in_its_mode_and_another_mode_only_when_allowed(tmp_path):
+    from drpo.api import policy_for_artifact
+    from drpo.errors import UserInputError
+
+    artifact, _ = await optimized(tmp_path, depth=2, beam=1, actions=1)
+    assert policy_for_artifact(artifact, "auto") == artifact.policy
+    assert policy_for_artifact(artifact, artifact.policy.mode) == artifact.policy
+    other = "completion" if artifact.policy.mode == "chat" else "chat"
+    with pytest.raises(UserInputError, match="--allow-mode-change"):
+        AlignedModel.from_artifact(tmp_path / "run", backend=BackendConfig(kind="openai", model="s", policy_mode=other),
+                                   engine=stack(ScriptedEngine()), cache_dir=tmp_path / "cache")
+    assert policy_for_artifact(artifact, other, allow_mode_change=True) is None  # resolved against the engine

@@ -21,7 +21,7 @@ from drpo.errors import UserInputError
 from drpo.eval_inputs import PLAIN_PROMPT, load_eval_items, urial_target
 from drpo.eval_stats import bootstrap_interval, win_rates
 from drpo.eval_summary import format_summary
-from drpo.evaluate import EvalOptions, evaluate, prepare, with_judge
+from drpo.evaluate import EvalFailed, EvalOptions, evaluate, prepare, with_judge
 from schemas.config import BackendConfig, RunConfig
 from schemas.evaluation import MULTI_ASPECTS, RUBRIC_ASPECTS, EvalJudgeRequest, EvalSummary, ItemResult
 from schemas.llm import LLMRequest
@@ -354,6 +354,30 @@ async def test_an_item_whose_calls_keep_failing_is_recorded_failed_never_scored(
     assert by_name["plain"].aspects["helpfulness"].n == 2  # two regular items scored, no zero entered
     assert summary.win_rates[0].n == 2  # only the items both configurations scored
     assert summary.accounting["by_role"]["judge"]["failed_calls"] == 1
+
+
+async def test_an_eval_in_which_nothing_was_scored_is_one_error_and_leaves_no_folder(tmp_path, run_dir):
+    """An empty table would read as a result; and an eval cannot be resumed, so its folder must not
+    block running it again."""
+    options = options_for(tmp_path, run_dir, baselines=["plain"])
+    world = EvalWorld(fail=lambda role, message, prompt: InvalidOutput("not JSON") if role == "judge" else None)
+    with pytest.raises(EvalFailed, match=r"no answer was scored, all 8 failed .*judge: judge call failed"):
+        await evaluate(options, engine_factory=world.engine)
+    assert not options.out.exists()
+    summary = await evaluate(options, engine_factory=EvalWorld().engine)  # the same command, once the judge answers
+    assert all(c.scored == 4 for c in summary.configs)
+
+
+async def test_every_configuration_is_answered_in_the_mode_the_artifact_was_optimized_in(tmp_path):
+    run_dir = write_run(tmp_path / "run", tmp_path / "train.txt", policy={"mode": "completion"})
+    world = EvalWorld()
+    await evaluate(options_for(tmp_path, run_dir), engine_factory=world.engine)
+    policy = [r for r in world.requests if isinstance(r.message, PolicyRequest)]
+    assert len(policy) == 12 and all(r.prompt is not None and r.messages is None for r in policy)
+    chat = RunConfig(backends={"default": BackendConfig(kind="openai", model="s", policy_mode="chat")})
+    with pytest.raises(UserInputError, match="optimized in completion mode.*--allow-mode-change"):
+        prepare(options_for(tmp_path, run_dir, config=chat))
+    assert prepare(options_for(tmp_path, run_dir, config=chat, allow_mode_change=True))[2] is None  # resolved later
 
 
 async def test_every_generation_and_judgement_is_in_flight_together_within_the_limiter(tmp_path, run_dir):

@@ -1,0 +1,272 @@
+"""The aligned model behind an OpenAI-compatible HTTP API (aiohttp), for `python run.py serve`.
+
+    POST /v1/chat/completions   a conversation -> the aligned model's answer (or a stream of it)
+    POST /v1/completions        a prompt, read as the user's query
+    GET  /v1/models             the one model served, `drpo-<run id>`
+    GET  /health                liveness, unauthenticated
+
+Each request retrieves the artifact's k examples for the last user message
+(`AlignedModel.request`), builds the policy's input with the one formatter in the mode the
+artifact records (drpo/serve_prompt.py), and sends it through the policy's engine stack (the
+same factory as runs: retries, limits, accounting). The body format is drpo/serve_wire.py, the
+answer's drpo/serve_render.py, the errors' drpo/serve_faults.py.
+
+In front of every handler, one middleware: the bearer token when `--auth-env` set one
+(`hmac.compare_digest`; 401 otherwise), the body cap (413), the cap on requests being answered
+(429 with Retry-After: a full server says so at once rather than queue without bound), every
+failure as an OpenAI error body (never a traceback or a secret), and one trace line per request
+(`drpo.trace.serve`: request id, status, latency, tokens, the indices of the retrieved examples;
+never the query's text). `serve_until_signalled` drains on SIGTERM or Ctrl-C: it stops accepting,
+lets requests in flight finish (up to `shutdown_timeout_s`) and closes the engine.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from aiohttp import web
+
+from drpo.api import AlignedModel
+from drpo.serve_faults import ApiError, bad_request, engine_error
+from drpo.serve_prompt import ClientSystem, policy_call, with_client_system
+from drpo.serve_render import DONE, Reply, body, chunks, event
+from drpo.serve_wire import Call, ServeLimits, chat_call, completion_call
+from schemas.artifact import PolicySetup
+from telemetry.logs import get_logger
+from telemetry.redact import Redactor
+
+trace = get_logger("drpo.trace.serve")
+"""One line per request (a run's trace.jsonl with `--log-dir`)."""
+log = get_logger("drpo.serve")
+progress = get_logger("drpo.progress")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.RequestKey("drpo_request_id", str)
+NOTE = web.RequestKey("drpo_trace_note", dict)
+"""What a handler adds to its request's trace line."""
+RANKINGS_KEPT = 4096
+"""Retrieval rankings kept per pool (agents/curator.py memoizes one per distinct query)."""
+
+
+@dataclass
+class ServeOptions:
+    name: str
+    """The model id clients ask for (`drpo-<run id>`)."""
+    client_system: ClientSystem = "append"
+    auth_token: str | None = None
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    redactor: Redactor = field(default_factory=Redactor)
+    created: int = 0
+    """When the artifact was made (seconds since the epoch), for `/v1/models`."""
+
+
+class AlignedServer:
+    """The HTTP application over one aligned model; `in_flight` counts requests being answered."""
+
+    def __init__(self, model: AlignedModel, setup: PolicySetup, options: ServeOptions) -> None:
+        self.model = model
+        self.setup = setup
+        self.options = options
+        self.in_flight = 0
+        self._token = options.auth_token.encode("utf-8", "surrogateescape") if options.auth_token else None
+        self._index = {id(example): i for i, example in enumerate(model.pool.examples)}
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self._guarded(request, handler)
+
+        app = web.Application(client_max_size=self.options.limits.max_body_bytes, middlewares=[guard])
+        app.on_response_prepare.append(self._stamp)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{name}", self._model)
+        app.router.add_get("/health", self._health)
+        return app
+
+    # --- the middleware ----------------------------------------------------------------------------
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_ID] = rid = f"req_{secrets.token_hex(8)}"
+        request[NOTE] = note = {}
+        started = time.perf_counter()
+        try:
+            response = await self._dispatch(request, handler)
+        except ApiError as error:
+            response = self._error(error, note)
+        except Exception as exc:  # noqa: BLE001 - the boundary: engine faults and bugs become error bodies
+            error = engine_error(exc, redactor=self.options.redactor, request_id=rid,
+                                 retry_after_s=self.options.limits.retry_after_s)
+            log.warning("serve.failed", request_id=rid, status=error.status, code=error.code,
+                        error=f"{type(exc).__name__}: {self.options.redactor.scrub_exception(exc)}"[:500])
+            response = self._error(error, note)
+        if request.path != "/health":
+            trace.info("serve.request", request_id=rid, method=request.method, path=request.path,
+                       status=response.status, latency_ms=round(1000 * (time.perf_counter() - started), 3), **note)
+        return response
+
+    async def _dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            self._authorize(request)
+            if request.method != "POST":
+                return await handler(request)
+            limit = self.options.limits
+            if self.in_flight >= limit.max_concurrent:
+                raise ApiError(429, f"the server is answering {limit.max_concurrent} requests already; retry after "
+                                    f"{limit.retry_after_s} s", type="requests", code="rate_limit_exceeded",
+                               headers={"Retry-After": str(limit.retry_after_s)})
+            self.in_flight += 1
+            try:
+                return await handler(request)
+            finally:
+                self.in_flight -= 1
+        except web.HTTPRequestEntityTooLarge:
+            raise self._too_large() from None
+        except web.HTTPException as exc:  # the router's 404 and 405
+            if exc.status < 400:
+                raise
+            raise ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=exc.reason.lower()
+                           .replace(" ", "_")) from None
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._token is None or request.path == "/health":
+            return
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
+                                                                 self._token):
+            raise ApiError(401, "missing or wrong API key: send the header Authorization: Bearer <key>",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is over this server's limit of {self.options.limits.max_body_bytes} "
+                             "bytes", code="request_too_large")
+
+    @staticmethod
+    def _error(error: ApiError, note: dict[str, Any]) -> web.Response:
+        note["error"] = error.code or error.type
+        return web.json_response(error.body(), status=error.status, headers=error.headers)
+
+    @staticmethod
+    async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+        """Every response names its request, so a client's report can be found in the trace."""
+        if REQUEST_ID in request:
+            response.headers["x-request-id"] = request[REQUEST_ID]
+
+    # --- the endpoints -----------------------------------------------------------------------------
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        if (request.content_length or 0) > self.options.limits.max_body_bytes:
+            raise self._too_large()
+        raw = await request.read()  # aiohttp refuses past client_max_size (chunked bodies too)
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise bad_request("the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise bad_request("the request body must be a JSON object")
+        return data
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        call = chat_call(await self._json(request), self.model.sampling, self.options.limits)
+        return await self._answer(request, call, chat=True)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        call = completion_call(await self._json(request), self.model.sampling, self.options.limits)
+        return await self._answer(request, call, chat=False)
+
+    async def _answer(self, request: web.Request, call: Call, *, chat: bool) -> web.StreamResponse:
+        if call.model is not None and call.model != self.options.name:
+            raise ApiError(404, f"model {call.model!r} is not served here; this server serves {self.options.name!r}",
+                           param="model", code="model_not_found")
+        note = request[NOTE]
+        conversation = call.conversation
+        retrieved = self.model.request(conversation.query)
+        self._bound_rankings()
+        note.update(examples=[self._index.get(id(e)) for e in retrieved.examples], turns=len(conversation.history),
+                    client_system=conversation.system is not None, n=call.sampling.n, stream=call.stream)
+        policy_request = with_client_system(retrieved, conversation.system, self.options.client_system)
+        llm_request = policy_call(policy_request, conversation.history, sampling=call.sampling,
+                                  chat=self.setup.mode == "chat")
+        with structlog.contextvars.bound_contextvars(request_id=request[REQUEST_ID]):
+            result = await self.model.engine.complete(llm_request)
+        usage = result.usage
+        note.update(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, engine_calls=usage.calls,
+                    engine_ms=round(1000 * usage.latency_s, 3))
+        reply = Reply.new(self.options.name, chat=chat)
+        if not call.stream:
+            return web.json_response(body(reply, result))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        payload = b"".join(event(c) for c in chunks(reply, result, include_usage=call.include_usage)) + DONE
+        try:
+            await response.write(payload)
+            await response.write_eof()
+        except ConnectionError:  # the client left; the answer was made and is accounted for
+            note["client_gone"] = True
+        return response
+
+    def _bound_rankings(self) -> None:
+        """The pool memoizes a ranking per distinct query: fine for a run, unbounded for a server."""
+        rankings = getattr(self.model.pool, "_rankings", None)
+        if isinstance(rankings, dict) and len(rankings) > RANKINGS_KEPT:
+            rankings.clear()
+
+    def _entry(self) -> dict[str, Any]:
+        return {"id": self.options.name, "object": "model", "created": self.options.created, "owned_by": "drpo"}
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [self._entry()]})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        if request.match_info["name"] != self.options.name:
+            raise ApiError(404, f"model {request.match_info['name']!r} is not served here; this server serves "
+                                f"{self.options.name!r}", code="model_not_found")
+        return web.json_response(self._entry())
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "model": self.options.name, "policy_mode": self.setup.mode,
+                                  "in_flight": self.in_flight})
+
+
+def _url(address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@asynccontextmanager
+async def serving(server: AlignedServer, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Listen on `host:port` (0: a free port) until the block ends, then drain; yields the root URL
+    (clients use `<url>/v1`)."""
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
+                           shutdown_timeout=server.options.limits.shutdown_timeout_s)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, backlog=1024)
+        await site.start()
+        yield _url(runner.addresses[0])
+    finally:
+        await runner.cleanup()
+
+
+async def serve_until_signalled(server: AlignedServer, host: str, port: int, *, backend: str = "") -> None:
+    """Serve until SIGTERM or SIGINT, then drain. A second signal while draining stops at once."""
+    async with AsyncExitStack() as stack:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            url = await stack.enter_async_context(serving(server, host, port))
+            progress.info("serve.listening", url=f"{url}/v1", model=server.options.name, policy_mode=server.setup.mode,
+                          backend=backend, auth=server.options.auth_token is not None)
+            async for signum in signals:
+                progress.info("serve.draining", signal=signal.Signals(signum).name, in_flight=server.in_flight)
+                break
+    progress.info("serve.stopped", model=server.options.name)

@@ -1,0 +1,123 @@
+"""`serve` and the client's own conversation: its system message (appended or ignored), earlier turns
+rendered as prior `# Query:` / `# Answer:` turns after the examples, retrieval by the last user
+message, and conversations the aligned model cannot take, refused with the field that is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+
+from agents.formatting import build_policy_prompt, format_turn
+from tests.drpo.test_serve import QUERY, aligned_server, artifacts, client, read, sent, world, world_backend
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]
+__all__ = ["artifacts", "world"]  # fixtures
+
+CLIENT_SYSTEM = "Answer in French."
+
+
+async def ask(url: str, name: str, messages: list[dict[str, Any]]) -> Any:
+    async with client(url) as c:
+        return await c.chat.completions.create(model=name, messages=messages)
+
+
+@pytest.mark.parametrize("policy", ["append", "ignore"])
+async def test_the_clients_system_message_follows_the_aligned_prompt_or_is_ignored(artifacts, world, tmp_path, policy):
+    artifact = read(artifacts["chat"])
+    name = f"drpo-{artifact.run_id}"
+    server = aligned_server(artifacts["chat"], world_backend(world), tmp_path, client_system=policy)
+    async with server as (url, s):
+        await ask(url, name, [{"role": "user", "content": QUERY}])
+        await ask(url, name, [{"role": "system", "content": CLIENT_SYSTEM}, {"role": "user", "content": QUERY}])
+        examples = s.model.request(QUERY).examples
+    alone, with_system = (body["messages"] for body in sent(world))
+    if policy == "ignore":
+        assert with_system == alone
+        return
+    expected = build_policy_prompt(f"{artifact.prompt}\n\n{CLIENT_SYSTEM}", examples, QUERY)
+    assert with_system[0]["content"] == expected.system
+    assert with_system[0]["content"].startswith(f"# Instructions\n\n{artifact.prompt}\n\n{CLIENT_SYSTEM}\n\n# Query:")
+    assert with_system[1] == alone[1]  # the same query; the same examples, retrieved by it
+    assert with_system[0]["content"].replace(f"\n\n{CLIENT_SYSTEM}", "") == alone[0]["content"]
+
+
+async def test_a_multi_turn_conversation_keeps_its_turns_after_the_examples_and_retrieves_by_the_last(artifacts, world,
+                                                                                                   tmp_path):
+    artifact = read(artifacts["chat"])
+    first, answer = "What is a generator in Python?", "A function that yields values one at a time."
+    conversation = [
+        {"role": "system", "content": CLIENT_SYSTEM},
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": [{"type": "text", "text": QUERY}]},  # content parts are read as text
+    ]
+    async with aligned_server(artifacts["chat"], world_backend(world), tmp_path) as (url, s):
+        await ask(url, f"drpo-{artifact.run_id}", conversation)
+        examples = s.model.request(QUERY).examples
+    assert examples != s.model.request(first).examples  # so retrieval by the wrong message would show
+    [body] = sent(world)
+    system, user = body["messages"]
+    assert user == {"role": "user", "content": format_turn(QUERY)}
+    turns = "\n\n".join(format_turn(e.query, e.answer) for e in examples)
+    assert system["content"].endswith(f"{turns}\n\n{format_turn(first, answer)}")
+    assert system["content"].startswith(f"# Instructions\n\n{artifact.prompt}\n\n{CLIENT_SYSTEM}")
+
+
+async def test_a_completion_mode_artifact_gets_the_conversation_in_its_raw_text(artifacts, world, tmp_path):
+    artifact = read(artifacts["completion"])
+    conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                    {"role": "user", "content": QUERY}]
+    async with aligned_server(artifacts["completion"], world_backend(world), tmp_path) as (url, s):
+        await ask(url, f"drpo-{artifact.run_id}", conversation)
+        examples = s.model.request(QUERY).examples
+    [body] = sent(world, "/v1/completions")
+    prompt = body["prompt"]
+    assert prompt.endswith(f"{format_turn('Hi', 'Hello!')}\n\n{format_turn(QUERY)}")
+    assert prompt.index(format_turn(examples[-1].query, examples[-1].answer)) < prompt.index("# Query:\nHi")
+
+
+@pytest.mark.parametrize(
+    ("messages", "param", "says"),
+    [
+        pytest.param([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "messages",
+                     "end with a user message", id="ends-with-assistant"),
+        pytest.param([{"role": "assistant", "content": "hi"}, {"role": "user", "content": "yo"}], "messages",
+                     "must follow a user message", id="starts-with-assistant"),
+        pytest.param([{"role": "user", "content": "  "}], "messages", "empty", id="empty-query"),
+        pytest.param([{"role": "tool", "content": "x", "tool_call_id": "1"}, {"role": "user", "content": "hi"}],
+                     "messages.0.role", "not supported", id="tool-role"),
+        pytest.param([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}],
+                     "messages.0.content", "only text", id="image"),
+        pytest.param([], "messages", "at least 1", id="no-messages"),
+    ],
+)
+async def test_conversations_the_aligned_model_cannot_take_are_refused_with_the_field(artifacts, world, tmp_path,
+                                                                                     messages, param, says):
+    name = f"drpo-{read(artifacts['chat']).run_id}"
+    async with aligned_server(artifacts["chat"], world_backend(world), tmp_path) as (url, _), client(url) as c:
+        with pytest.raises(openai.BadRequestError, match=says) as refused:
+            await c.chat.completions.create(model=name, messages=messages)
+    assert refused.value.body["param"] == param and refused.value.body["type"] == "invalid_request_error"
+    assert sent(world) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        pytest.param({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools",
+                     id="tools"),
+        pytest.param({"response_format": {"type": "json_object"}}, "response_format", id="json-mode"),
+        pytest.param({"logprobs": True}, "logprobs", id="logprobs"),
+        pytest.param({"stop": ["a", "b", "c", "d", "e"]}, "stop", id="too-many-stops"),
+    ],
+)
+async def test_what_the_aligned_model_cannot_honour_is_a_400_never_silently_dropped(artifacts, world, tmp_path, extra,
+                                                                                   param):
+    name = f"drpo-{read(artifacts['chat']).run_id}"
+    async with aligned_server(artifacts["chat"], world_backend(world), tmp_path) as (url, _), client(url) as c:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await c.chat.completions.create(model=name, messages=[{"role": "user", "content": QUERY}], **extra)
+    assert refused.value.body["param"] == param
+    assert sent(world) == []
