@@ -28,7 +28,7 @@ log = get_logger("drpo.backend")
 EngineFactory = Callable[[BackendConfig, "str | None"], Engine]
 
 ENGINES: dict[str, str] = {
-    "embedded": "backends.llama_server:build",
+    "embedded": "backends.llamacpp:build",
     "openai": "backends.openai_compat:build",
     "vllm": "backends.vllm_engine:build",
 }
@@ -51,11 +51,9 @@ def build_engine(config: BackendConfig, model: str | None) -> Engine:
 
 
 def backend_concurrency(config: BackendConfig) -> int:
-    """Requests in flight for a whole backend: the embedded server's slots, N per endpoint otherwise."""
+    """Requests in flight for a whole backend: one for an embedded model, N per endpoint otherwise."""
     if config.kind == "embedded":
-        from backends.llama_process import slots_for
-
-        return slots_for(config)
+        return 1
     return config.max_concurrency * max(1, len(config.base_urls))
 
 

@@ -93,6 +93,7 @@ python -m bench.overhead [--no-http] [--only bursts|graph]                # the 
 python -m bench.sim_engine [--port 0] [--ttft-s 0.02] ...                 # the simulator alone, on 127.0.0.1
 python -m bench.calls --depth 4 --beam 2 --actions 3                      # projected vs real calls per role
 PYTHONPATH=. python bench/vllm_gpu_check.py MODEL_DIR                     # GPU host with vLLM: our stack vs the engine
+python -m bench.serve_bench                                               # `run.py serve`: what it adds over the engine
 ```
 
 `--no-serial` skips the one-at-a-time run (minutes at m = 4) and `--no-overhead` the overhead; the
@@ -102,8 +103,8 @@ concurrent run keeps the CLI's `--max-concurrency` (64 per endpoint) unless one 
 paired by `call_id`), `sim_engine` / `sim_latency` / `sim_answers` / `sim_log` (the simulator: HTTP,
 latency model, answers, what it saw), `zero_latency` (the in-process engine of the overhead),
 `overhead` over `overhead_calls` / `overhead_http` / `overhead_graphs`, and `report` /
-`report_runs` / `report_overhead` / `results_store` (this file from the stored results); `calls` and
-`vllm_gpu_check` stand apart (the two last commands).
+`report_runs` / `report_overhead` / `results_store` (this file from the stored results); `calls`,
+`vllm_gpu_check` and `serve_bench` stand apart (the three last commands).
 """
 
 

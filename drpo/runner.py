@@ -1,7 +1,9 @@
 """One optimization run: validate inputs, wire the context, run the beam graph, write artifacts.
 
-Inputs are all checked before the output folder is created, so bad input leaves nothing behind.
-The artifacts are written atomically (temp file + rename) once the search has finished.
+Inputs are all checked before the output folder is created, so bad input leaves nothing behind
+(the folder itself, its lock, its sealed `run.json` and a resumed run's state: drpo/session.py,
+drpo/run_folder.py, drpo/run_manifest.py). The artifacts are written atomically (temp file +
+rename) once the search has finished; their accounting is the run's ledger, every process's.
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ def resume_options(out: Path, **overrides) -> OptimizeOptions:  # type: ignore[n
 
 
 async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = build_engine) -> RunArtifact:
-    """Every input is checked before anything is written or spent: names, paths and caches,
-    the training stream (too short a stream is refused; one that ends the search early is
-    warned about), the example pool; then the session checks the folder and the engines."""
+    """Every input is checked before anything is written or spent: names, the paths of the out
+    and cache folders, the training stream (too short a stream is refused; one that ends the
+    search early is warned about, once the run log is open), the example pool; then the session
+    checks the folder, the caches and the engines."""
     config = options.config
     check_names(config)
     check_paths(options)

@@ -185,13 +185,9 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
                 check_run_state(out)
             check_caches(options)
             ledger = Ledger(options.config.budgets)
-            responses = None
             if options.response_cache:
-                make_folder(options.cache_dir, "--cache-dir")
-                responses = ResponseCache(options.cache_dir / RESPONSES)
-                stack.callback(responses.close)
-            backends = BackendPool(options.config, ledger, engine_factory, caches=[responses] if responses else [],
-                                   redactor=redactor)
+                make_folder(options.cache_dir, "--cache-dir")  # its database is opened once the run owns --out
+            backends = BackendPool(options.config, ledger, engine_factory, redactor=redactor)
             stack.push_async_callback(backends.aclose)
             models = await _engines(options, backends, redactor)
             if not options.resume:
@@ -199,6 +195,10 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
                                                       replaces_runs=options.replaces_runs))
                 if options.discard_on_failure:
                     stack.push(_discarding(out, created))  # runs once every file of the run is closed
+            if options.response_cache:  # only now: an engine that is down or a bad --out leaves no file
+                responses = ResponseCache(options.cache_dir / RESPONSES)
+                stack.callback(responses.close)
+                backends.caches.append(responses)
             for log in (RUN_LOG, TRACE):
                 seal_torn_line(out / log)
             journal = ResponseCache(out / JOURNAL, journal=True)

@@ -8,8 +8,6 @@
     │                   on this level's query: all candidates in flight, each judged when its answer lands
     └── keep_top        +1 depth if any node skipped (at most +M in all); the selector keeps the next beam
         finish          the deliverable: the selector's pick of the final beam
-        validate        with `search.validation` N: the finalists on N held-out queries; the best
-                        validation mean is delivered instead (graph/validation.py)
 
 One query per level: every candidate of level l answers query l + 1, so their rewards compare.
 With `queries_per_level` m > 1 (minibatch mode) a level is a block of m queries and a candidate's
@@ -39,7 +37,6 @@ from graph.roles import answer, criteria_for, judge_response, prefetch_criteria,
 from graph.selectors import find_selector
 from graph.selectors.base import Selector
 from graph.state import BeamNode, BeamState, Child, Evaluation, ExpandTask
-from graph.validation import validate
 from schemas.errors import ProjectError
 from schemas.messages import RewriteRequest
 from schemas.records import CandidateRecord, LevelRecord, Verdict
@@ -107,6 +104,11 @@ class RootNotEvaluated(ProjectError):
 
     exit_code = 1
 
+    def __init__(self, message: str, *, resumable: bool) -> None:
+        super().__init__(message)
+        self.resumable = resumable
+        """False when a resume would fail the same way (a budget, answers the journal replays)."""
+
 
 def _root_failed(failure: CallFailed) -> RootNotEvaluated:
     kinds = set(failure.faults)
@@ -118,7 +120,8 @@ def _root_failed(failure: CallFailed) -> RootNotEvaluated:
                "fix the cause (a truncated answer: raise max_tokens) and start over with --force --no-cache")
     else:
         fix = "nothing of it was checkpointed: resume once the engine answers, and the root is evaluated again"
-    return RootNotEvaluated(f"the initial prompt could not be evaluated ({failure}); {fix}")
+    resumable = not ("budget" in kinds or kinds & OUTPUT_KINDS)
+    return RootNotEvaluated(f"the initial prompt could not be evaluated ({failure}); {fix}", resumable=resumable)
 
 
 async def evaluate_root(state: BeamState, runtime: Runtime[RunContext]) -> dict:
@@ -276,7 +279,5 @@ def build_beam_graph(checkpointer=None, store: BaseStore | None = None):  # type
     builder.add_conditional_edges("evaluate_root", route_level, ["expand", "finish"])
     builder.add_edge("expand", "keep_top")
     builder.add_conditional_edges("keep_top", route_level, ["expand", "finish"])
-    builder.add_node("validate", validate)  # held-out queries re-rank the finalists (a no-op without validation)
-    builder.add_edge("finish", "validate")
-    builder.add_edge("validate", END)
+    builder.add_edge("finish", END)
     return builder.compile(checkpointer=checkpointer, store=store if store is not None else InMemoryStore())

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 from agents.criteria import CriteriaCache, select_criteria
 from agents.curator import retrieve_examples, rewrite_answer
+from agents.judge import judge
 from agents.length_critic import critique_length
 from agents.policy import generate_response
 from agents.rewriter import rewrite_prompt
 from backends.errors import CallFailed
 from graph.context import RunContext
-from graph.judge_panel import PanelJudgement, panel_verdict, single_verdict
+from graph.fanout import gather
 from graph.trace import traced
 from schemas.config import ROLES, RunConfig
 from schemas.critics import LengthRequest
@@ -147,18 +148,21 @@ async def answer(ctx: RunContext, prompt: str, query: str) -> PolicyResponse:
 
 async def judge_response(
     ctx: RunContext, query: str, response: str, criteria: CriteriaSelection, stage: Stage = "prompt"
-) -> PanelJudgement:
+) -> Judgement:
     """The judge's verdict, joined by every configured critic's (all in flight together).
 
-    Critics join the prompt stage only; curation is judged by the critic persona alone. The prompt
-    stage's verdict is a `PanelJudgement`: `judge_samples` calls per panel member, averaged
-    (graph/judge_panel.py); curation asks one judge once."""
+    Critics join the prompt stage only; curation is judged by the critic persona alone."""
     request = JudgeRequest(
         query=query, response=response, aspects=criteria.aspects, reasoning=criteria.reasoning, stage=stage
     )
-    if stage == "prompt":
-        return await panel_verdict(ctx, request, [CRITICS[name].run(request, ctx) for name in ctx.config.critics])
-    return await single_verdict(ctx, request)
+    main = judge(request, engine=ctx.backends.for_role("judge"), catalogue=ctx.catalogue,
+                 sampling=ctx.config.sampling("judge"))
+    critics = ctx.config.critics if stage == "prompt" else []
+    verdict, *extras = await gather(traced("judge", request, main),
+                                    *(CRITICS[name].run(request, ctx) for name in critics))
+    for extra in extras:
+        verdict = verdict.merged(extra)
+    return verdict
 
 
 async def improve_answer(ctx: RunContext, request: AnswerRewriteRequest, round_: int) -> AnswerRewrite:

@@ -7,11 +7,10 @@ rebuilds them from logs or ids.
 
 from __future__ import annotations
 
-from statistics import fmean, stdev
+from statistics import fmean
 
 from pydantic import BaseModel, Field, computed_field
 
-from schemas.evaluation import Interval
 from schemas.messages import AspectScore
 
 
@@ -22,18 +21,6 @@ class Verdict(BaseModel):
     """The query's place in the seeded training stream."""
     reward: float
     scores: dict[str, AspectScore] = Field(default_factory=dict)
-    """One judge call's scores (with the critics'); with several samples, the one nearest the mean."""
-    samples: list[float] = Field(default_factory=list)
-    """The reward of each judge call on this answer (`judge_samples` per panel member, the critics
-    joined to each), in call order; `reward` is their mean. Empty in records of older runs."""
-    judges: list[str] = Field(default_factory=list)
-    """The `backend:model` of the judge behind each of `samples`."""
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def spread(self) -> float | None:
-        """The standard deviation of `samples`: how far the judge calls disagreed (None below two)."""
-        return stdev(self.samples) if len(self.samples) > 1 else None
 
 
 class CandidateRecord(BaseModel):
@@ -53,16 +40,6 @@ class CandidateRecord(BaseModel):
     """The parent skipped its rewrite (drpo-method.md §3): this candidate is the parent's prompt."""
     failure: str | None = None
     """Why the candidate has no reward (a call kept failing); never scored."""
-    validation: Interval | None = None
-    """Its mean reward on the held-out queries with a 95% bootstrap interval (`search.validation`;
-    None when it was not validated, or every validation call failed)."""
-    validation_verdicts: list[Verdict] = Field(default_factory=list)
-    """One per held-out query it was scored on; `query_index` is the place in the held-out list."""
-
-    @property
-    def samples(self) -> list[float]:
-        """Every judge sample of its own block, query by query (what the `lcb` selector weighs)."""
-        return [s for v in self.verdicts for s in (v.samples or [v.reward])]
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,8 @@ def test_a_budgeted_run_killed_and_resumed_spends_its_budget_once_and_delivers_t
     world.hold_policy_after = 1 + 3 + 3  # the root's, level 0's, and half of level 1's
     run = budgeted(world, out, env)
     wait_until(lambda: world.answered["policy"] >= world.hold_policy_after and
-               time.monotonic() - world.last_answer > 1.0)  # nothing left to answer but policy requests
+               time.monotonic() - world.last_answer > 2.0)  # nothing left to answer but policy requests
+    assert world.arrived()["judge"] == world.answered["judge"]  # no judgement in flight
     assert run.poll() is None
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
@@ -160,7 +162,7 @@ def test_a_budget_is_never_exceeded_however_the_run_is_killed_and_resumed(tmp_pa
     resumed = budgeted(world, out, env, "--resume")
     assert resumed.wait(timeout=120) == 0, resumed.stderr
     assert world.arrived()["judge"] <= JUDGE_BUDGET
-    with sqlite3.connect(out / "ledger.sqlite") as book:
+    with closing(sqlite3.connect(out / "ledger.sqlite")) as book:
         reserved = dict(book.execute("SELECT role, count(*) FROM events WHERE kind = 'reserve' GROUP BY role"))
     assert reserved["judge"] <= JUDGE_BUDGET
     # Every request the engine received was reserved in the run's ledger first, in some process.

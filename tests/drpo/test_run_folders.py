@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,8 +86,9 @@ def consolidate(folder: Path) -> None:
     """Fold each database's write-ahead log into the file, as a clean close would have: the state
     of a killed run in files that a truncation really damages."""
     for db in folder.glob("*.sqlite"):
-        with sqlite3.connect(db) as conn:
+        with closing(sqlite3.connect(db)) as conn:  # closed: the last connection removes the -wal file
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert not list(folder.glob("*-wal"))
 
 
 @pytest.fixture(scope="module")
@@ -449,3 +450,23 @@ async def test_a_discarding_session_keeps_what_the_folder_held_before(tmp_path):
         async with run_session(options, engine_factory=DRPOScript().engine):
             raise UserInputError("stopped")
     assert sorted(p.name for p in out.iterdir()) == [".drpo-lock", "notes.txt"]
+
+
+@pytest.mark.anyio
+async def test_a_root_whose_judge_keeps_answering_nonsense_says_a_resume_would_replay_it(tmp_path):
+    from backends.errors import InvalidOutput
+    from drpo.runner import OptimizeOptions, optimize
+    from graph.beam import RootNotEvaluated
+    from schemas.config import SearchConfig
+
+    script = DRPOScript(fail=lambda role, request: InvalidOutput("not JSON") if role == "judge" else None)
+    config = scripted_config().model_copy(update={"search": SearchConfig(depth=2)})
+    options = OptimizeOptions(config=config, out=tmp_path / "run", train=write_queries(tmp_path / "q.txt"),
+                              cache_dir=tmp_path / "cache")
+    with pytest.raises(RootNotEvaluated, match=r"^the initial prompt could not be evaluated \(judge call failed "
+                                               r"after 4 attempts.*start over with --force --no-cache\b") as stopped:
+        await optimize(options, engine_factory=script.engine)
+    assert stopped.value.resumable is False  # for the command line: no "resume with" hint
+    assert script.calls["judge"] == 4 and script.calls["rewriter"] == 0  # the search went no further
+    with closing(sqlite3.connect(tmp_path / "run" / "checkpoints.sqlite")) as db:
+        assert db.execute("SELECT count(*) FROM store WHERE key = 'root'").fetchone()[0] == 0
