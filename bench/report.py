@@ -93,7 +93,7 @@ python -m bench.overhead [--no-http] [--only bursts|graph]                # the 
 python -m bench.sim_engine [--port 0] [--ttft-s 0.02] ...                 # the simulator alone, on 127.0.0.1
 python -m bench.calls --depth 4 --beam 2 --actions 3                      # projected vs real calls per role
 PYTHONPATH=. python bench/vllm_gpu_check.py MODEL_DIR                     # GPU host with vLLM: our stack vs the engine
-python -m bench.serve_bench                                               # `run.py serve`: what it adds over the engine
+python -m bench.serve_bench --clients 1 16 128 --engine-ms 0 20           # `run.py serve`: what it adds over the engine
 ```
 
 `--no-serial` skips the one-at-a-time run (minutes at m = 4) and `--no-overhead` the overhead; the
