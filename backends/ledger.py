@@ -47,7 +47,6 @@ class Ledger:
         self._by_role: dict[str, RoleAccount] = defaultdict(RoleAccount)
         self._by_backend: dict[str, Usage] = defaultdict(Usage)
         self.budgets = budgets or {}
-        self._started: dict[str, int] = defaultdict(int)
         self._book: LedgerBook | None = None
         self.exhausted: str | None = None
         """Why the first budget ran out, once one has."""
@@ -67,7 +66,7 @@ class Ledger:
     def _apply(self, kind: str, role: str, detail: str) -> None:
         account = self._by_role[role]
         if kind == "reserve":
-            self._started[role] += 1
+            account.sent += 1
         elif kind == "record":
             backend, usage = detail.split("\x1f", 1)
             spent = Usage.model_validate_json(usage)
@@ -90,7 +89,7 @@ class Ledger:
         """
         budget = self.budgets.get(role)
         reason = None
-        if budget is not None and budget.calls is not None and self._started[role] >= budget.calls:
+        if budget is not None and budget.calls is not None and self._by_role[role].sent >= budget.calls:
             reason = f"{role} reached its budget of {budget.calls} calls"
         elif budget is not None and budget.tokens is not None:
             usage = self._by_role[role].usage
@@ -117,7 +116,7 @@ class Ledger:
 
     def sent(self, role: str) -> int:
         """Requests `role` has sent (or was sending) over the whole run."""
-        return self._started[role]
+        return self._by_role[role].sent
 
     def by_role(self) -> dict[str, RoleAccount]:
         return {role: account.model_copy(deep=True) for role, account in sorted(self._by_role.items())}

@@ -185,14 +185,21 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
                 check_run_state(out)
             check_caches(options)
             ledger = Ledger(options.config.budgets)
-            if options.response_cache:
-                make_folder(options.cache_dir, "--cache-dir")  # its database is opened once the run owns --out
             backends = BackendPool(options.config, ledger, engine_factory, redactor=redactor)
             stack.push_async_callback(backends.aclose)
             models = await _engines(options, backends, redactor)
+            # The cache folder is made (a write proves it writable) only once the engines answered,
+            # and goes again if --out cannot be claimed: a refused command leaves nothing behind.
+            cache_made = (options.response_cache or options.criteria_cache) and make_folder(options.cache_dir,
+                                                                                            "--cache-dir")
             if not options.resume:
-                created = stack.enter_context(claimed(out, new=True, force=options.force,
-                                                      replaces_runs=options.replaces_runs))
+                try:
+                    created = stack.enter_context(claimed(out, new=True, force=options.force,
+                                                          replaces_runs=options.replaces_runs))
+                except UserInputError:
+                    if cache_made and not any(options.cache_dir.iterdir()):
+                        options.cache_dir.rmdir()
+                    raise
                 if options.discard_on_failure:
                     stack.push(_discarding(out, created))  # runs once every file of the run is closed
             if options.response_cache:  # only now: an engine that is down or a bad --out leaves no file
@@ -207,8 +214,6 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
             book = LedgerBook(out / LEDGER)
             stack.callback(book.close)
             ledger.attach(book)  # a resumed run continues its account and its budgets
-            if options.criteria_cache:
-                make_folder(options.cache_dir, "--cache-dir")
             criteria = CriteriaCache(options.cache_dir / CRITERIA if options.criteria_cache else None)
             stack.callback(criteria.close)
             stack.enter_context(run_logs(out, redactor))

@@ -9,7 +9,8 @@ class Usage(BaseModel):
     """What one or more engine calls cost."""
 
     calls: int = 0
-    """Engine requests sent, retries included."""
+    """Engine replies received, retries included (a reply then found invalid counts; a request that
+    failed in transport or was refused does not: see `RoleAccount.faults` and `RoleAccount.sent`)."""
     tokens_in: int = 0
     tokens_out: int = 0
     latency_s: float = 0.0
@@ -28,6 +29,10 @@ class RoleAccount(BaseModel):
     """What one role spent over a run."""
 
     usage: Usage = Field(default_factory=Usage)
+    sent: int = 0
+    """Requests sent (or about to be sent) to an engine over the whole run, in every process: each
+    attempt, answered or not — a fault, a refusal, one in flight when a process was killed. Budgets
+    are charged by this count."""
     faults: dict[str, int] = Field(default_factory=dict)
     """Failed attempts by fault kind (each was retried or ended the call)."""
     failed_calls: int = 0

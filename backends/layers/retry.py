@@ -5,7 +5,8 @@ temperature of 0 a little). Waits grow exponentially with jitter; a server's Ret
 honoured up to `max_wait_s` (a longer request is capped, and the cap is logged). Every failed
 attempt is counted in the ledger and logged as `engine.fault` with the call's ids and the wait
 before the next attempt (`retry_in_s`, so a server-requested wait is always shown); after
-`max_attempts` the call raises `CallFailed`, which the graph turns into a dropped candidate.
+`max_attempts` the call raises `CallFailed`, which the graph turns into a dropped candidate. A
+refusal (`EngineRefused`) is counted as a `refused` fault and raised at once: no retry helps.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 
 import anyio
 
-from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput, RateLimited
+from backends.errors import CallFailed, EmptyOutput, EngineFault, EngineRefused, InvalidOutput, RateLimited
 from backends.ledger import Ledger
 from backends.protocol import Engine, Layer
 from schemas.llm import LLMRequest, LLMResult
@@ -22,6 +23,9 @@ from schemas.usage import Usage
 from telemetry.logs import get_logger
 
 log = get_logger("drpo.backend")
+
+REFUSED = "refused"
+"""The fault kind of a request the engine refused (credentials or model): counted, not retried."""
 
 
 class RetryLayer(Layer):
@@ -41,6 +45,9 @@ class RetryLayer(Layer):
         for attempt in range(self.max_attempts):
             try:
                 result = await self.inner.complete(request if attempt == 0 else reseeded(request, attempt))
+            except EngineRefused:
+                self.ledger.fault(request.role, REFUSED)  # sent, answered with a refusal: never retried
+                raise
             except EngineFault as fault:
                 spent = spent + getattr(fault, "usage", Usage())
                 faults.append(fault.kind)

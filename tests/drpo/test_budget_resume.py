@@ -141,6 +141,8 @@ def test_a_budgeted_run_killed_and_resumed_spends_its_budget_once_and_delivers_t
     by_role = accounts(out)
     assert {role: account["usage"]["calls"] for role, account in by_role.items() if account["usage"]["calls"]} \
         == dict(world.answered)
+    # ...and every request the engine received, answered or not: those in flight at the kill too.
+    assert {role: account["sent"] for role, account in by_role.items() if account["sent"]} == world.arrived()
     replies = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()[trace_before:]]
     answered_free = Counter(r["agent"] for r in replies if r.get("direction") == "reply" and r["calls"] == 0)
     for role in ("policy", "judge", "rewriter"):  # one request per agent call: a reply that cost none was replayed
@@ -169,3 +171,4 @@ def test_a_budget_is_never_exceeded_however_the_run_is_killed_and_resumed(tmp_pa
     assert all(count <= reserved.get(role, 0) for role, count in world.arrived().items())
     by_role = accounts(out)
     assert all(by_role[role]["usage"]["calls"] <= world.answered[role] for role in world.answered)
+    assert {role: account["sent"] for role, account in by_role.items() if account["sent"]} == reserved

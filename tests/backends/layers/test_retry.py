@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from backends.errors import CallFailed, InvalidOutput, RateLimited, TransportFault
+from backends.errors import CallFailed, EngineRefused, InvalidOutput, RateLimited, TransportFault
 from backends.ledger import Ledger
 from backends.scripted import ScriptedEngine
 from schemas.llm import LLMRequest, Sampling
@@ -33,6 +33,28 @@ async def test_after_max_attempts_the_call_fails_with_every_fault_listed():
         await engine.complete(req())
     assert failure.value.faults == ["transport"] * 3
     assert ledger.by_role()["judge"].failed_calls == 1
+
+
+async def test_a_refusal_is_raised_at_once_and_counted_as_sent_and_refused():
+    def refuse(request: LLMRequest) -> str:
+        raise EngineRefused("Incorrect API key provided.", status=401)
+
+    engine = ScriptedEngine(refuse)
+    ledger = Ledger()
+    with pytest.raises(EngineRefused):
+        await stack(engine, ledger=ledger).complete(req())
+    account = ledger.by_role()["judge"]
+    assert len(engine.requests) == 1  # never retried
+    assert account.sent == 1 and account.faults == {"refused": 1} and account.usage.calls == 0
+
+
+async def test_every_attempt_is_sent_and_paid_for_answered_or_not():
+    replies = iter([TransportFault("reset"), "", "fine"])
+    ledger = Ledger()
+    await stack(ScriptedEngine(lambda r: next(replies)), ledger=ledger).complete(req())
+    account = ledger.by_role()["judge"]
+    assert account.faults == {"transport": 1, "empty_output": 1}
+    assert account.sent == 3 and account.usage.calls == 2  # the empty reply was received; the reset was not
 
 
 async def test_retry_after_is_honoured():

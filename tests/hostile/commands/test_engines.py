@@ -64,12 +64,11 @@ def test_an_engine_down_at_the_start_is_one_line_before_the_output_folder_exists
         assert not ws.cache.exists()  # not even the response cache: nothing was asked
 
 
-@pytest.mark.xfail(strict=False, reason="needs drpo/session.py: run_session opens the shared response cache "
-                   "(cache/responses.sqlite) before the probe, so an unreachable engine still writes a file")
 @pytest.mark.parametrize("command", ["optimize", "curate", "eval"])
 def test_an_engine_down_at_the_start_writes_not_even_a_cache_file(ws, cli, command):
+    argv = ws.argv(command, closed_port_url())  # writes the command's inputs
     before = snapshot(ws.root)
-    assert cli(ws.argv(command, closed_port_url())).code == 2
+    assert cli(argv).code == 2
     assert snapshot(ws.root) == before
 
 
@@ -105,9 +104,6 @@ def test_an_optimize_refused_mid_run_resumes_to_the_end_once_the_key_is_fixed(ws
     assert artifact["levels"] and artifact["best"]["score"] > 0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "needs backends/layers (retry.py or meter.py): a request the engine refused (401/403/404 -> EngineRefused) "
-    "was sent but is counted nowhere in the ledger, so the artifact's account misses it"))
 def test_the_artifact_of_a_refused_and_resumed_run_counts_every_request_the_server_received(ws, cli):
     artifact, received = refused_then_resumed(ws, cli)
     faults = sum(sum(a["faults"].values()) for a in artifact["accounting"]["by_role"].values())

@@ -207,14 +207,9 @@ def bad_folder(ws: Workspace, how: str) -> tuple[Path, str]:
 
 
 FOLDER_FAULTS = ("dangling-link", "link-loop", "under-a-file", "is-a-file", "unwritable")
-CACHE_FIRST = pytest.mark.xfail(strict=False, reason=(
-    "needs drpo/session.py: run_session opens the shared response cache (cache/responses.sqlite) before it "
-    "makes the output folder, so an --out that only a write proves unwritable (/sys, as root) is refused "
-    "with one line but after a cache file was written"))
-OUT_FAULTS = [pytest.param(how, marks=[CACHE_FIRST] if how == "unwritable" else []) for how in FOLDER_FAULTS]
 
 
-@pytest.mark.parametrize("how", OUT_FAULTS)
+@pytest.mark.parametrize("how", FOLDER_FAULTS)
 @pytest.mark.parametrize("command", ["optimize", "curate", "eval"])
 def test_an_out_folder_that_cannot_be_written_is_one_line(ws, cli, world, command, how):
     path, mention = bad_folder(ws, how)
