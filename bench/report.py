@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bench.report_overhead import report_lines, target_lines
@@ -106,6 +107,25 @@ latency model, answers, what it saw), `zero_latency` (the in-process engine of t
 `report_runs` / `report_overhead` / `results_store` (this file from the stored results); `calls`,
 `vllm_gpu_check` and `serve_bench` stand apart (the three last commands).
 """
+
+
+KEPT = ("<!-- Sections below this line are written by other benchmarks (serve_bench, noise_bench, the real "
+        "engine); run_bench rewrites only what is above it and keeps them. -->")
+
+
+def with_kept_sections(generated: str, previous: str) -> str:
+    """`generated` followed by the sections of `previous` below the `KEPT` marker: the other
+    benchmarks' figures survive a rerun of this one."""
+    _, marker, kept = previous.partition(KEPT)
+    return generated + "\n" + KEPT + (kept if marker else "\n")
+
+
+def write_results(path: Path, results: list[dict[str, Any]]) -> str:
+    """Rewrite this benchmark's part of `path` (RESULTS.md); returns the part written."""
+    text = report(results)
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.write_text(with_kept_sections(text, previous), encoding="utf-8")
+    return text
 
 
 def report(results: list[dict[str, Any]]) -> str:

@@ -52,7 +52,7 @@ from pathlib import Path
 from bench.measure import RunResult, measure
 from bench.optimize_run import warm_up
 from bench.overhead import run_all
-from bench.report import report
+from bench.report import write_results
 from bench.results_store import collect, machine, settings_of, store, tag_of
 from bench.sim_engine import SimProcess, Simulator
 from bench.sim_latency import SimParams
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: no stored results under {args.out} for these settings; run without --report-only first",
                   file=sys.stderr)
             raise SystemExit(2)
-        args.results_md.write_text(report(stored), encoding="utf-8")
+        write_results(args.results_md, stored)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     if not (args.out / ".gitignore").exists():  # run folders and logs: tens of MB, reproducible
@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs": [r.record() for r in runs], "overhead": overhead,
     }
     store(out, results)
-    text = report(collect(args.out, settings, asdict(params)))
-    args.results_md.write_text(text, encoding="utf-8")
-    print("\n" + text)
+    print("\n" + write_results(args.results_md, collect(args.out, settings, asdict(params))))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench.report import HOW_TO_RUN, report
+from bench.report import HOW_TO_RUN, KEPT, report, write_results
 from tests.bench.results import invocation, run
 
 
@@ -22,6 +22,24 @@ def test_efficiency_speed_up_and_verdicts_of_two_invocations_side_by_side():
     assert "last invocation 2026-12-01 11:00 UTC" in text and "2 CPU cores (test cpu)" in text
     assert text.index("## m = 1 (one query per level") < text.index("## m = 4 (minibatch: 4 queries")
     assert HOW_TO_RUN in text
+
+
+def test_rewriting_results_keeps_the_sections_of_other_benchmarks(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    serve = "## `run.py serve`: what the server adds\n\n| clients | p50 |\n"
+    md.write_text("# an older run_bench part\n\nstale figures\n\n" + KEPT + "\n\n" + serve, encoding="utf-8")
+    write_results(md, [invocation(1, runs=[run("concurrent", 3.55, 64, 7)])])
+    text = md.read_text(encoding="utf-8")
+    assert "stale figures" not in text and "## m = 1 (one query per level" in text
+    assert text.endswith(KEPT + "\n\n" + serve)
+    write_results(md, [invocation(1, runs=[run("concurrent", 3.55, 64, 7)])])
+    assert md.read_text(encoding="utf-8") == text  # rewriting is idempotent
+
+
+def test_the_first_results_file_gets_the_marker_for_other_benchmarks(tmp_path):
+    md = tmp_path / "RESULTS.md"
+    write_results(md, [invocation(1, runs=[run("concurrent", 3.55, 64, 7)])])
+    assert md.read_text(encoding="utf-8").rstrip().endswith(KEPT)
 
 
 def test_a_run_that_reached_its_cap_has_no_efficiency_target():
