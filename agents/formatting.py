@@ -27,6 +27,7 @@ user message, so their chat template applies; completion models get the whole te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas.llm import Message
@@ -55,9 +56,12 @@ class PolicyPrompt:
         return f"{self.system}\n\n{self.user}"
 
 
-def build_policy_prompt(system_prompt: str, examples: list[Example], query: str) -> PolicyPrompt:
-    parts = [HEADER, system_prompt.strip(), *(format_turn(e.query, e.answer) for e in examples)]
-    return PolicyPrompt(system="\n\n".join(parts), user=format_turn(query))
+def build_policy_prompt(system_prompt: str, examples: Sequence[Example], query: str,
+                        history: Sequence[Example] = ()) -> PolicyPrompt:
+    """`history`: a conversation's earlier (user, assistant) turns, oldest first; they follow the
+    examples as prior `# Query:` / `# Answer:` turns, rendered as the examples are (`serve`)."""
+    turns = (format_turn(e.query, e.answer) for e in (*examples, *history))
+    return PolicyPrompt(system="\n\n".join([HEADER, system_prompt.strip(), *turns]), user=format_turn(query))
 
 
 def clean_response(text: str) -> str:

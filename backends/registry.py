@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 
@@ -31,6 +32,7 @@ ENGINES: dict[str, str] = {
     "embedded": "backends.llamacpp:build",
     "openai": "backends.openai_compat:build",
     "vllm": "backends.vllm_engine:build",
+    "llama-server": "backends.llama_server:build",
 }
 """kind -> "module:function" building the engine from its `BackendConfig` and model name."""
 
@@ -50,8 +52,11 @@ def build_engine(config: BackendConfig, model: str | None) -> Engine:
     return build(config, model)
 
 
-def backend_concurrency(config: BackendConfig) -> int:
-    """Requests in flight for a whole backend: one for an embedded model, N per endpoint otherwise."""
+def backend_concurrency(config: BackendConfig, engine: Engine | None = None) -> int:
+    """Requests in flight for a whole backend: what the engine serves at once when it says so (the
+    embedded server's slots), one for the in-process llama.cpp, N per endpoint otherwise."""
+    if (served := getattr(engine, "concurrency", None)) is not None:
+        return served
     if config.kind == "embedded":
         return 1
     return config.max_concurrency * max(1, len(config.base_urls))
@@ -78,7 +83,16 @@ class BackendPool:
         return binding.backend, binding.model or self.config.backends[binding.backend].model
 
     def for_role(self, role: str) -> Engine:
-        key = self._key(role)
+        return self._stack(self._key(role))
+
+    def panel(self, role: str) -> list[tuple[str, Engine]]:
+        """(`backend:model`, stack) of each member of `[roles.ROLE] backends` (a judge panel, each
+        member on its backend's own model), or of the role's own stack when it has no panel."""
+        members = [(name, self.config.backends[name].model) for name in self.config.role(role).backends]
+        stacks = [(key, self._stack(key)) for key in members or [self._key(role)]]
+        return [(self._names[key], stack) for key, stack in stacks]
+
+    def _stack(self, key: tuple[str, str | None]) -> Engine:
         if key not in self._stacks:
             backend, model = key
             backend_config = self.config.backends[backend]
@@ -91,7 +105,7 @@ class BackendPool:
             name = f"{backend}:{engine.model}"
             self._names[key] = name
             self._stacks[key] = build_stack(engine, name=name, config=backend_config, ledger=self.ledger,
-                                            caches=self.caches, max_concurrency=backend_concurrency(backend_config),
+                                            caches=self.caches, max_concurrency=backend_concurrency(backend_config, engine),
                                             redactor=self._redactor)
         return self._stacks[key]
 
@@ -103,7 +117,7 @@ class BackendPool:
     def models(self, roles: tuple[str, ...] = ROLES) -> dict[str, str]:
         """The stack that serves each role; builds every engine now, so a bad model or endpoint
         fails before anything is written."""
-        return {role: self.name_of(role) for role in roles}
+        return {role: ", ".join(name for name, _ in self.panel(role)) for role in roles}
 
     async def probe(self) -> None:
         """Ask every engine that can whether it is reachable, once, before the run spends anything."""
@@ -132,6 +146,13 @@ class BackendPool:
             if isinstance(current, MeterLayer):
                 meters.append((self._names[key], current))
         return meters
+
+    def keep_logs_in(self, folder: Path) -> None:
+        """Engines with a log of their own (the embedded server's) keep it in the run folder."""
+        for stack in self._stacks.values():
+            keep = getattr(getattr(stack, "bottom", stack), "log_into", None)
+            if keep is not None:
+                keep(folder)
 
     def add_journal(self, journal: ResponseCache) -> None:
         """Put the run's own journal first in every stack's cache list (for `--resume`)."""

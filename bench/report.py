@@ -94,7 +94,12 @@ python -m bench.overhead [--no-http] [--only bursts|graph]                # the 
 python -m bench.sim_engine [--port 0] [--ttft-s 0.02] ...                 # the simulator alone, on 127.0.0.1
 python -m bench.calls --depth 4 --beam 2 --actions 3                      # projected vs real calls per role
 PYTHONPATH=. python bench/vllm_gpu_check.py MODEL_DIR                     # GPU host with vLLM: our stack vs the engine
-python -m bench.serve_bench --clients 1 16 128 --engine-ms 0 20           # `run.py serve`: what it adds over the engine
+python -m bench.serve_bench --clients 1 16 128 --engine-ms 0 20 --sdk-baseline --save  # `run.py serve` over the engine
+python -m bench.serve_report --write                                      # its section of this file, from the saved run
+python -m bench.demo_bench --runs 3                                       # `python run.py` as a user runs it: wall, faults
+python -m bench.embedded_bench --pairs 2                                  # the real embedded engine: one at a time vs in flight
+python -m bench.llama_server_probe --threads 1 2 --slots 4                # decode speed per thread and slot count
+python -m bench.noise_bench --workers 2 [--runs 100] [--only paper,panel2] # selection under a noisy judge (issue 15)
 ```
 
 `--no-serial` skips the one-at-a-time run (minutes at m = 4) and `--no-overhead` the overhead; the
@@ -105,7 +110,11 @@ paired by `call_id`), `sim_engine` / `sim_latency` / `sim_answers` / `sim_log` (
 latency model, answers, what it saw), `zero_latency` (the in-process engine of the overhead),
 `overhead` over `overhead_calls` / `overhead_http` / `overhead_graphs`, and `report` /
 `report_runs` / `report_overhead` / `results_store` (this file from the stored results); `calls`,
-`vllm_gpu_check` and `serve_bench` stand apart (the three last commands).
+`vllm_gpu_check` and `serve_bench` stand apart; `serve_bench` drives `serve_load` (closed-loop
+clients) against `serve_engine` (a fast loopback engine) and `serve_report` writes its section;
+`demo_bench`, `embedded_bench` and `llama_server_probe` run the real embedded engine; `noise_bench` (the table of
+"Selection under a noisy judge") runs `noise_run` (one search) in `noise_world` (a world with a known
+truth) and writes its section with `noise_report`.
 """
 
 

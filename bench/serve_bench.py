@@ -1,25 +1,30 @@
 """Requests per second, and the latency `serve` adds over calling the engine directly.
 
-    python -m bench.serve_bench [--clients 1 16 128] [--engine-ms 0 20] [--seconds 5] [--warmup 1] [--out FILE.json]
+    python -m bench.serve_bench [--clients 1 16 128] [--engine-ms 0 20] [--seconds 4] [--warmup 1]
+                                [--rounds 3] [--engine fast|sim] [--no-answer] [--out FILE.json]
 
-Three processes on loopback: the simulated engine (bench/sim_engine.py `SimProcess`: an
-OpenAI-compatible server that answers after `--engine-ms` with 64 tokens), `serve` over an artifact
-written here (its real command path: drpo/serve_cli.py `run_serve`, engine limits and server caps set
-high so that neither queues), and this process, the load: C closed-loop clients that each send a
-request, read the whole answer, and send the next. Every request carries a new query, so retrieval
-is computed each time (WordLlama, as an optimize run records by default).
+Three processes on loopback: the engine (bench/serve_engine.py, an OpenAI-compatible server that
+answers 64 tokens after `--engine-ms`; `--engine sim` takes the batching simulator instead),
+`serve` over an artifact written here (its real command path: drpo/serve_cli.py `run_serve`,
+engine limits and server caps set high so that neither queues), and this process, the load
+(bench/serve_load.py: C closed-loop clients on one aiohttp session, a new query per request, so
+retrieval is computed each time with WordLlama, as an optimize run records by default).
 
-For each engine latency and C, three runs of `--seconds` each after a warm-up:
+For each engine latency and C, `--rounds` pairs of runs of `--seconds` each after a warm-up,
+interleaved (direct then serve, then serve then direct, ...) so that both see the same load on a
+shared machine:
 - direct: the clients send the engine the body `serve` would send it (the aligned prompt, 3
-  examples, the query) over HTTP, with no SDK;
-- answer: `AlignedModel.answer` in this process (retrieval, the formatter, the policy stack and its
-  `openai` SDK client): what a Python caller pays without a server;
-- serve: the clients send `serve` a one-message chat request over HTTP.
-"added" is serve's median (and 90th percentile) minus direct's: all `serve` puts between a client
-and its engine, the policy stack's SDK client included; "added over answer" is what the server
-itself adds to the in-process path. `serve CPU` is the serve process's user+system CPU per request
-over its run (from /proc): closed-loop clients keep the server busy, so its latency at C clients
-grows with C times that figure once the server's one core is the bottleneck.
+  examples, the query), with the same HTTP client and no SDK;
+- serve: the clients send `serve` a one-message chat request.
+With `--sdk-baseline`, a second `serve` whose policy engine is the `openai` SDK one (the transport
+before drpo/serve_upstream.py) runs in the same rounds. Then once, unless `--no-answer`: `AlignedModel.answer` in this process (retrieval, the formatter,
+the policy stack and its `openai` SDK client): what a Python caller pays without a server.
+"added" is the median over the rounds of serve's median (and 90th percentile) minus direct's in
+the same round: all `serve` puts between a client and its engine. `serve CPU` is the serve
+process's user+system CPU per request over its runs (from /proc): closed-loop clients keep the
+server busy, so once its one core is the bottleneck its latency at C clients grows with C times
+that figure. The load average is read at each cell: on a machine shared with other work, read
+the figures with it.
 """
 
 from __future__ import annotations
@@ -35,19 +40,19 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from bench.sim_engine import SimProcess
-from bench.sim_latency import SimParams
+from bench.results_store import machine
+from bench.serve_engine import FastEngine, Simulated, stop
+from bench.serve_load import QUERY, cpu_s, in_process, over_http
+from bench.serve_report import goal_lines, store, table
 
 HOST = "127.0.0.1"
 PROMPT = ("You are a careful, friendly expert. Answer the question directly first, then explain briefly why; "
           "say plainly when you are unsure, and refuse harmful requests with a short reason.")
-QUERY = "How do I keep a basil plant alive on a windowsill in winter"
-GOAL_MS = 2.0
-"""Issue 14: at most 2 ms added at the median with 16 clients."""
 
 
 def write_artifact(folder: Path, embedder: str) -> Path:
@@ -89,19 +94,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds of process `pid` so far (Linux), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class ServeProcess:
     """`serve` in a child process, through the command's own parser and `run_serve`."""
 
-    def __init__(self, artifact: Path, engine_url: str, work: Path, embedder: str) -> None:
+    def __init__(self, artifact: Path, engine_url: str, work: Path, embedder: str, *, sdk: bool = False) -> None:
+        self.sdk = sdk
+        """The `openai` SDK engine under the stack instead of serve's lean one: the figures before it."""
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         config = work / "engine.toml"
@@ -113,7 +111,8 @@ class ServeProcess:
 
     def __enter__(self) -> Self:
         root = Path(__file__).resolve().parent.parent
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.serve_bench", "--child", *self.argv], cwd=root)
+        child = "--child-sdk" if self.sdk else "--child"
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.serve_bench", child, *self.argv], cwd=root)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -126,125 +125,85 @@ class ServeProcess:
         raise RuntimeError("serve did not listen within 120 s")
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, timeout_s=30)  # SIGTERM: serve drains what is in flight first
 
 
-Send = Callable[[str], Awaitable[bool]]
-"""One request for a query; True when it was answered."""
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of one path as one: counts summed, rates and percentiles their medians."""
+    return {"requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs),
+            **{key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p90_ms", "p99_ms")}}
 
 
-async def load(send: Send, clients: int, seconds: float, warmup_s: float) -> dict[str, Any]:
-    """C closed-loop clients for `warmup_s + seconds`; latencies of the requests sent after the warm-up."""
-    latencies: list[float] = []
-    errors = 0
-    started = time.perf_counter()
-    measure_from, stop_at = started + warmup_s, started + warmup_s + seconds
-
-    async def client(c: int) -> None:
-        nonlocal errors
-        i = 0
-        while (sent_at := time.perf_counter()) < stop_at:
-            i += 1
-            ok = await send(f"{QUERY} (client {c}, request {i})?")
-            if sent_at >= measure_from:
-                latencies.append(time.perf_counter() - sent_at)
-                errors += not ok
-
-    await asyncio.gather(*(client(c) for c in range(clients)))
-    window = time.perf_counter() - measure_from
-    cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / window,
-            "p50_ms": 1000 * statistics.median(latencies), "p90_ms": 1000 * cuts[89], "p99_ms": 1000 * cuts[98]}
-
-
-async def over_http(url: str, body: Callable[[str], bytes], clients: int, seconds: float,
-                    warmup_s: float) -> dict[str, Any]:
-    import aiohttp
-
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-        async def send(query: str) -> bool:
-            async with session.post(url, data=body(query), headers=headers) as response:
-                await response.read()
-                return response.status == 200
-
-        return await load(send, clients, seconds, warmup_s)
+def cell(engine_url: str, servers: dict[str, ServeProcess], clients: int, *, seconds: float, warmup_s: float,
+         rounds: int) -> dict[str, Any]:
+    """`rounds` rounds at one client count, each running direct and every server once, in an order
+    that turns round by round (so no path always runs first, right after another's load)."""
+    upstream = direct_body(f"{QUERY}?")
+    paths: dict[str, tuple[str, Any, ServeProcess | None]] = {
+        "direct": (f"{engine_url}/chat/completions", lambda q: upstream, None),
+        **{name: (f"{server.url}/v1/chat/completions", serve_body, server) for name, server in servers.items()}}
+    names = list(paths)
+    measured = []
+    for i in range(rounds):
+        got: dict[str, Any] = {}
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            url, body, server = paths[name]
+            pid = server.proc.pid if server is not None and server.proc is not None else None
+            before = None if pid is None else cpu_s(pid)
+            got[name] = asyncio.run(over_http(url, body, clients, seconds, warmup_s))
+            after = None if pid is None else cpu_s(pid)
+            if before is not None and after is not None:
+                got[name]["cpu_ms_per_request"] = 1000 * (after - before) / max(1, got[name]["requests"])
+        got["load_1min"] = os.getloadavg()[0]
+        measured.append(got)
+    row: dict[str, Any] = {"clients": clients, "rounds": measured,
+                           "load_1min": statistics.median(r["load_1min"] for r in measured)}
+    for name in names:
+        row[name] = pooled([r[name] for r in measured])
+    for name in servers:
+        prefix = "" if name == "serve" else f"{name}_"
+        row[f"{prefix}added_p50_ms"] = statistics.median(r[name]["p50_ms"] - r["direct"]["p50_ms"] for r in measured)
+        row[f"{prefix}added_p90_ms"] = statistics.median(r[name]["p90_ms"] - r["direct"]["p90_ms"] for r in measured)
+        cpu = [r[name]["cpu_ms_per_request"] for r in measured if "cpu_ms_per_request" in r[name]]
+        row[f"{prefix}serve_cpu_ms_per_request"] = statistics.median(cpu) if cpu else None
+    return row
 
 
-async def in_process(artifact: Path, engine_url: str, work: Path, embedder: str, clients: int, seconds: float,
-                     warmup_s: float) -> dict[str, Any]:
-    """`AlignedModel.answer` in this process: retrieval, the formatter and the policy stack, no server."""
-    from drpo.api import AlignedModel
-    from schemas.config import BackendConfig
-
-    backend = BackendConfig(kind="openai", model="sim", base_url=engine_url, max_concurrency=4096)
-    model = AlignedModel.from_artifact(artifact, backend=backend, embedder=embedder, cache_dir=work / "cache",
-                                       response_cache=False)
-
-    async def send(query: str) -> bool:
-        return bool(await model.answer(query))
-
-    try:
-        return await load(send, clients, seconds, warmup_s)
-    finally:
-        await model.aclose()
-
-
-def measure(clients: list[int], engine_ms: list[float], *, seconds: float = 5.0, warmup_s: float = 1.0,
-            embedder: str = "wordllama") -> list[dict[str, Any]]:
+def measure(clients: list[int], engine_ms: list[float], *, seconds: float = 4.0, warmup_s: float = 1.0,
+            rounds: int = 3, embedder: str = "wordllama", engine: str = "fast", answer: bool = True,
+            sdk_baseline: bool = False) -> list[dict[str, Any]]:
     """One row per engine latency and client count (see the module docstring)."""
     rows = []
-    upstream = direct_body(f"{QUERY}?")
-    with tempfile.TemporaryDirectory() as tmp, SimProcess(SimParams.zero(text_tokens=64)) as engine:
+    with tempfile.TemporaryDirectory() as tmp, (FastEngine() if engine == "fast" else Simulated()) as upstream, \
+            ExitStack() as running:
         work = Path(tmp)
         artifact = write_artifact(work / "artifact", embedder)
-        with ServeProcess(artifact, engine.base_url, work, embedder) as serve:
-            assert serve.proc is not None
-            for ms in engine_ms:
-                engine.set_params(ttft_s=ms / 1000)
-                for c in clients:
-                    direct = asyncio.run(over_http(f"{engine.base_url}/chat/completions", lambda q: upstream, c,
-                                                   seconds, warmup_s))
-                    answer = asyncio.run(in_process(artifact, engine.base_url, work, embedder, c, seconds, warmup_s))
-                    before = cpu_s(serve.proc.pid)
-                    served = asyncio.run(over_http(f"{serve.url}/v1/chat/completions", serve_body, c, seconds,
-                                                   warmup_s))
-                    after = cpu_s(serve.proc.pid)
-                    engine.reset()
-                    spent = None if before is None or after is None else after - before
-                    cpu = None if spent is None else 1000 * spent / max(1, served["requests"])
-                    rows.append({"engine_ms": ms, "clients": c, "direct": direct, "answer": answer, "serve": served,
-                                 "added_p50_ms": served["p50_ms"] - direct["p50_ms"],
-                                 "added_p90_ms": served["p90_ms"] - direct["p90_ms"],
-                                 "added_over_answer_p50_ms": served["p50_ms"] - answer["p50_ms"],
-                                 "serve_cpu_ms_per_request": cpu})
+        servers = {"serve": running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder))}
+        if sdk_baseline:
+            servers["sdk"] = running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder, sdk=True))
+        for ms in engine_ms:
+            upstream.set_delay(ms)
+            for c in clients:
+                row = {"engine_ms": ms, **cell(upstream.base_url, servers, c, seconds=seconds, warmup_s=warmup_s,
+                                               rounds=rounds)}
+                if answer:
+                    row["answer"] = asyncio.run(in_process(artifact, upstream.base_url, work, embedder, c, seconds,
+                                                           warmup_s))
+                    row["added_over_answer_p50_ms"] = row["serve"]["p50_ms"] - row["answer"]["p50_ms"]
+                rows.append(row)
     return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    header = ("| engine ms | clients | direct rps | direct p50 ms | answer p50 ms | serve rps | serve p50 ms | "
-              "added p50 ms | added p90 ms | added over answer p50 ms | serve CPU ms/request | errors |")
-    lines = [header, "|" + " --- |" * 12]
-    for r in rows:
-        d, a, s = r["direct"], r["answer"], r["serve"]
-        cpu = "n/a" if r["serve_cpu_ms_per_request"] is None else f"{r['serve_cpu_ms_per_request']:.2f}"
-        lines.append(f"| {r['engine_ms']:g} | {r['clients']} | {d['rps']:.0f} | {d['p50_ms']:.2f} | "
-                     f"{a['p50_ms']:.2f} | "
-                     f"{s['rps']:.0f} | {s['p50_ms']:.2f} | {r['added_p50_ms']:.2f} | {r['added_p90_ms']:.2f} | "
-                     f"{r['added_over_answer_p50_ms']:.2f} | {cpu} | {d['errors'] + a['errors'] + s['errors']} |")
-    return "\n".join(lines)
-
-
-def _child(argv: list[str]) -> int:
-    """The serve process: the `serve` command's parser and `run_serve`, as `run.py serve` runs them."""
+def _child(argv: list[str], *, sdk: bool = False) -> int:
+    """The serve process: the `serve` command's parser and `run_serve`, as `run.py serve` runs them
+    (with `sdk`, over the registry's `openai` SDK engine instead of drpo/serve_upstream.py's)."""
     from drpo.serve_cli import add_serve_parser, run_serve
+
+    if sdk:
+        import drpo.serve_upstream
+        from backends.registry import build_engine
+
+        drpo.serve_upstream.build_serve_engine = build_engine  # type: ignore[assignment]
 
     parser = argparse.ArgumentParser(prog="serve")
     add_serve_parser(parser.add_subparsers(dest="command"))
@@ -253,28 +212,39 @@ def _child(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        return _child(argv[1:])
+    if argv[:1] in (["--child"], ["--child-sdk"]):
+        return _child(argv[1:], sdk=argv[0] == "--child-sdk")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 128])
     parser.add_argument("--engine-ms", type=float, nargs="+", default=[0.0, 20.0], help="the engine's latency")
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved direct/serve pairs per cell")
+    parser.add_argument("--engine", default="fast", choices=["fast", "sim"],
+                        help="fast: bench/serve_engine.py; sim: the batching simulator (more CPU per request)")
+    parser.add_argument("--no-answer", action="store_true", help="skip the in-process AlignedModel.answer runs")
+    parser.add_argument("--sdk-baseline", action="store_true",
+                        help="also run a serve over the openai SDK engine (the transport before serve's lean one)")
     parser.add_argument("--embedder", default="wordllama", choices=["wordllama", "lexical"])
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--save", action="store_true", help="store the figures for bench/RESULTS.md (bench/serve_report.py)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    rows = measure(args.clients, args.engine_ms, seconds=args.seconds, warmup_s=args.warmup, embedder=args.embedder)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    rows = measure(args.clients, args.engine_ms, seconds=args.seconds, warmup_s=args.warmup, rounds=args.rounds,
+                   embedder=args.embedder, engine=args.engine, answer=not args.no_answer,
+                   sdk_baseline=args.sdk_baseline)
     print(table(rows))
-    at16 = [r for r in rows if r["clients"] == 16]
-    for r in at16:
-        verdict = "met" if r["added_p50_ms"] <= GOAL_MS else "not met"
-        print(f"goal (<= {GOAL_MS:g} ms added at the median, 16 clients, engine {r['engine_ms']:g} ms): "
-              f"{r['added_p50_ms']:.2f} ms, {verdict}")
+    print("\n".join(goal_lines(rows)))
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    result = {"rows": rows, "load_before": load_before, "load_after": os.getloadavg(), "cpus": os.cpu_count(),
+              "machine": machine(), "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": "python -m bench.serve_bench " + " ".join(argv)}
     if args.out is not None:
-        args.out.write_text(json.dumps({"rows": rows, "load_before": load_before, "load_after": os.getloadavg(),
-                                        "cpus": os.cpu_count()}, indent=2), encoding="utf-8")
+        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.save:
+        print(f"stored in {store(result)}; `python -m bench.serve_report --write` puts it in bench/RESULTS.md")
     return 0
 
 

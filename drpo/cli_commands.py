@@ -19,9 +19,11 @@ import anyio
 from backends.errors import CallFailed
 from drpo.cli_errors import FAILURES, is_bad_input, report
 from drpo.cli_summary import curate_summary, optimize_summary
+from drpo.console import curate_plan, eval_plan, optimize_plan, watching
 from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, DEFAULT_TRAIN, _checked, check_enough_queries, load_queries
 from drpo.errors import UserInputError
 from drpo.projection import format_projection
+from drpo.run_costs import format_options
 from drpo.run_files import read_artifact
 from drpo.run_folder import check_path
 from drpo.serve_cli import run_serve
@@ -93,7 +95,8 @@ def run_optimize(args: argparse.Namespace, config: RunConfig) -> int:
         return dry_run(options)
     _caches(options, args)
     try:
-        artifact = anyio.run(optimize, options)
+        with watching(args, optimize_plan(options.config.search)):  # a live display where a person watches
+            artifact = anyio.run(optimize, options)
     except FAILURES as exc:
         if not resumable(exc, options.out, options.run_id):
             raise
@@ -119,6 +122,8 @@ def dry_run(options) -> int:  # type: ignore[no-untyped-def]  (OptimizeOptions: 
     n_queries = len(load_queries(options.train))
     warning = check_enough_queries(n_queries, search.depth, search.queries_per_level)
     print(format_projection(search, n_queries))
+    if options_cost := format_options(options.config, n_queries):  # judge samples, a panel, validation
+        print(f"\n{options_cost}")
     if warning:
         print(f"\nwarning: {warning}")
     return 0
@@ -131,17 +136,19 @@ def run_curate(args: argparse.Namespace, config: RunConfig) -> int:
     options = CurateOptions(config=config, out=args.out or Path("runs") / f"curate-{run_id}", run_id=run_id,
                             force=args.force, examples=args.examples or DEFAULT_EXAMPLES)
     _caches(options, args)
-    pool = anyio.run(curate, options)
+    with watching(args, curate_plan):
+        pool = anyio.run(curate, options)
     print(curate_summary(pool, options.out / CURATED_FILE))
     return 0
 
 
 def answer_sampling(args: argparse.Namespace, config: RunConfig) -> Sampling:
-    """The paper's inference sampling with the flags' temperature and length cap."""
+    """The paper's inference sampling with the flags' temperature, length cap and seed."""
     from drpo.api import INFERENCE_SAMPLING
 
     max_tokens = args.max_tokens or config.role("policy").max_tokens or INFERENCE_SAMPLING.max_tokens
-    return INFERENCE_SAMPLING.model_copy(update={"temperature": args.temperature, "max_tokens": max_tokens})
+    return INFERENCE_SAMPLING.model_copy(update={"temperature": args.temperature, "max_tokens": max_tokens,
+                                                 "seed": args.seed})
 
 
 def run_answer(args: argparse.Namespace, config: RunConfig) -> int:
@@ -200,7 +207,8 @@ def run_eval(args: argparse.Namespace, config: RunConfig) -> int:
         embedder=None if args.embedder == "auto" else args.embedder, allow_mode_change=args.allow_mode_change,
     )
     _caches(options, args)
-    summary = anyio.run(evaluate, options)
+    with watching(args, eval_plan):
+        summary = anyio.run(evaluate, options)
     print(format_summary(summary, options.out))
     return 0
 

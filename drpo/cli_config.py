@@ -29,7 +29,8 @@ DEMO_ROLES = {
     "rewriter": RoleConfig(max_tokens=500, temperature=0.8),
 }
 
-SEARCH_FLAGS = ("depth", "max_depth_increase", "beam", "actions", "k", "seed", "queries_per_level", "selector")
+SEARCH_FLAGS = ("depth", "max_depth_increase", "beam", "actions", "k", "seed", "queries_per_level", "selector",
+                "judge_samples", "validation", "validate_levels", "validation_file")
 """`optimize` flags that set the `[search]` key of the same name."""
 
 
@@ -79,7 +80,8 @@ def _apply_flags(data: dict[str, Any], args: argparse.Namespace) -> None:
         search = _table(data, "search", where)
         for key in SEARCH_FLAGS:
             if getattr(args, key, None) is not None:
-                search[key] = getattr(args, key)
+                value = getattr(args, key)
+                search[key] = str(value) if isinstance(value, Path) else value
     if args.command == "curate":
         curation = _table(data, "curation", where)
         if args.iterations is not None:

@@ -112,6 +112,15 @@ def _optimize(sub: argparse._SubParsersAction) -> None:
                      help="m: queries per candidate per level, rewarded by their mean (1, the paper)")
     opt.add_argument("--selector", choices=selector_names(),
                      help="how the next beam and the delivered prompt are chosen (paper: top B by path mean)")
+    opt.add_argument("--judge-samples", type=positive("--judge-samples"), dest="judge_samples",
+                     help="n: judge calls per answer (at temperature 1), their mean the reward (1, the paper)")
+    opt.add_argument("--validate", type=positive("--validate"), dest="validation", metavar="N",
+                     help="score the final beam on N held-out queries (the last N of the seeded order, or "
+                          "--val's) and deliver the best validation mean (off, the paper)")
+    opt.add_argument("--validate-levels", action="store_true", default=None, dest="validate_levels",
+                     help="with --validate: validate the best candidate of every level too")
+    opt.add_argument("--val", type=Path, dest="validation_file", metavar="FILE",
+                     help="held-out queries for --validate from this query file (its first N; all without N)")
     opt.add_argument("--demo", action="store_true", help="use the small demo preset")
     opt.add_argument("--dry-run", action="store_true", help="print the projected calls per role and exit")
     opt.add_argument("--resume", action="store_true",
@@ -124,7 +133,7 @@ def _curate(sub: argparse._SubParsersAction) -> None:
     cur.add_argument("--examples", type=Path, help="seed pool: JSONL (query, answer) or DRPO JSON (query -> answer)")
     cur.add_argument("--iterations", type=positive("--iterations"), help="rewrite rounds per example at most (5)")
     cur.add_argument("--from-best", action="store_true", help="rewrite the best answer so far, not the latest")
-    cur.add_argument("--seed", type=int, help="seed of the rewriter's sampling (0)")
+    cur.add_argument("--seed", type=int, help="seed of the loop's rewrites (0)")
 
 
 def _answer(sub: argparse._SubParsersAction) -> None:
@@ -134,6 +143,7 @@ def _answer(sub: argparse._SubParsersAction) -> None:
     ans.add_argument("--prompt-file", type=Path, help="a plain-text system prompt (instead of --artifact)")
     ans.add_argument("--examples", type=Path, help="examples for --prompt-file: JSONL, DRPO JSON, or a curate folder")
     _answer_sampling_options(ans, "examples retrieved for the query (3)")
+    ans.add_argument("--seed", type=int, default=0, help="seed of the policy's sampling (0)")
 
 
 def _eval(sub: argparse._SubParsersAction) -> None:
@@ -152,7 +162,7 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--allow-train-overlap", action="store_true", help="evaluate on training queries anyway")
     _answer_sampling_options(ev, "examples retrieved per query for artifacts (3)")
     ev.add_argument("--bootstrap", type=positive("--bootstrap"), default=2000, help="bootstrap resamples (2000)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (0)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the policy's sampling and of the bootstrap (0)")
 
 
 def _report(sub: argparse._SubParsersAction) -> None:

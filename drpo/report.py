@@ -8,6 +8,8 @@ rebuilt from ids or the trace — and an eval summary if there is one, and write
 - the beam tree: every candidate of every level, edges parent -> child, kept ones highlighted;
 - the delivered prompt's lineage, as a diff between consecutive levels;
 - the candidates that were not kept, with the judge's rationales per query, or their failure;
+- with judge samples, a panel or validation: what they cost, and each validated prompt's mean on the
+  held-out queries with its bootstrap interval;
 - calls, tokens and latency per role;
 - if `RUN_DIR/eval/summary.json` (or `--eval DIR`) exists, the evaluation as bar charts with intervals.
 
@@ -23,7 +25,15 @@ from drpo.errors import UserInputError
 from drpo.eval_summary import SUMMARY_FILE
 from drpo.report_html import esc, page, png
 from drpo.report_plots import plot_rewards, plot_roles, plot_tree
-from drpo.report_sections import eval_section, levels_table, prompt_diffs, rejected_section, roles_table
+from drpo.report_sections import (
+    eval_section,
+    levels_table,
+    prompt_diffs,
+    rejected_section,
+    roles_table,
+    validation_section,
+)
+from drpo.run_costs import spent_lines
 from drpo.run_files import read_artifact, read_model
 from drpo.run_folder import check_path
 from drpo.run_records import SearchRecords
@@ -85,6 +95,7 @@ def render_report(run: ReportedRun) -> str:
         ("The beam tree", tree),
         ("The prompt between levels (delivered path)", prompt_diffs(records.delivered_path)),
         ("Candidates not kept", rejected_section(records)),
+        *([("Judge calls and validation", validation_section(records))] if spent_lines(a) else []),
         ("Calls, tokens and latency per role", roles + roles_table(by_role)),
     ]
     if run.evaluation is not None:

@@ -13,6 +13,7 @@ import re
 from drpo.eval_stats import shown_aspects
 from drpo.report_html import details, esc, num, png, table
 from drpo.report_plots import plot_eval, plot_win_rates
+from drpo.run_costs import spent_lines, validation_rows
 from drpo.run_records import SearchRecords, path_mean
 from schemas.evaluation import EvalSummary
 from schemas.records import CandidateRecord, Verdict
@@ -51,12 +52,32 @@ def prompt_diffs(path: list[CandidateRecord]) -> str:
 
 
 def verdict_html(verdict: Verdict, records: SearchRecords) -> str:
-    """One query's verdict: the query, the reward, and each aspect's score with its rationale."""
+    """One query's verdict: the query, the reward (with the judge calls' spread when there were
+    several), and each aspect's score with its rationale."""
     query = records.query(verdict.query_index)
     shown = "" if query is None else f": {esc(query[:QUERY_SHOWN])}"
     aspects = "".join(f"<li><b>{esc(name)}</b> {score.score}: {esc(score.rationale)}</li>"
                       for name, score in verdict.scores.items())
-    return f"<p>query {verdict.query_index}{shown} — reward {num(verdict.reward)}</p><ul>{aspects}</ul>"
+    spread = "" if verdict.spread is None else f" (mean of {len(verdict.samples)} judge calls, sd {num(verdict.spread)})"
+    return f"<p>query {verdict.query_index}{shown} — reward {num(verdict.reward)}{spread}</p><ul>{aspects}</ul>"
+
+
+def validation_section(records: SearchRecords) -> str:
+    """The validated prompts, best validation mean first, with their intervals; what the options cost."""
+    a = records.artifact
+    rows = []
+    for c, delivered in validation_rows(a):
+        v = c.validation
+        assert v is not None
+        rows.append([esc(c.node_id), str(c.level), num(c.reward), f"{v.mean:.2f} [{v.low:.2f}, {v.high:.2f}]",
+                     str(v.n), "delivered" if delivered else ""])
+    costs = "".join(f"<p>{esc(line)}</p>" for line in spent_lines(a))
+    if not rows:
+        return costs or '<p class="muted">No prompt was validated.</p>'
+    queries = "".join(f"<li>{esc(item.query[:QUERY_SHOWN])}</li>" for item in a.validation_queries)
+    return (costs + table(["candidate", "level", "search reward", "validation mean [95% interval]", "queries", ""],
+                          rows, numeric={1, 2, 4})
+            + details(f"the {len(a.validation_queries)} held-out queries", f"<ol start='0'>{queries}</ol>"))
 
 
 def status_html(candidate: CandidateRecord) -> str:

@@ -41,7 +41,7 @@ MANIFEST = "run.json"
 
 RUN_FILES = frozenset({
     MANIFEST, CHECKPOINTS, JOURNAL, LEDGER, "artifact.json", "prompt.txt", "run.log", "trace.jsonl",
-    "levels.jsonl", "curated.json", "scores.jsonl", "summary.json", "report.html",
+    "levels.jsonl", "curated.json", "scores.jsonl", "summary.json", "report.html", "llama-server.log",
 })
 """Every file a command writes in its folder (an older version's `levels.jsonl` included)."""
 _DB_SIDE_FILES = ("-wal", "-shm", "-journal")

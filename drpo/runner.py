@@ -38,6 +38,7 @@ from drpo.datasets import (
     stratified_order,
 )
 from drpo.errors import UserInputError
+from drpo.held_out import hold_out, with_intervals
 from drpo.run_folder import CHECKPOINTS, MANIFEST
 from drpo.run_manifest import InputFile, RunManifest, manifest_text, read_manifest
 from drpo.session import RunOptions, Session, check_paths, run_session, write_atomic
@@ -112,7 +113,8 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
     config = options.config
     check_names(config)
     check_paths(options)
-    ordered = stratified_order(load_queries(options.train_files), config.search.seed)
+    stream = stratified_order(load_queries(options.train_files), config.search.seed)
+    ordered, held_out = hold_out(stream, config.search)  # without validation: the stream, nothing held out
     short = check_enough_queries(len(ordered), config.search.depth, config.search.queries_per_level)
     examples, examples_file = load_examples(options.examples)
     pool = ExamplePool(examples, make_embedder(options.embedder, options.cache_dir), options.cache_dir)
@@ -139,10 +141,12 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
         log.info("policy.mode", mode=policy.mode, requested=policy.requested, template=policy.template,
                  system_folded=policy.system_folded)
         ctx = RunContext(config=config, backends=session.backends, catalogue=AspectCatalogue.load(), examples=pool,
-                         queries=[q.query for q in ordered], criteria_cache=session.criteria_cache, policy=policy)
+                         queries=[q.query for q in ordered], criteria_cache=session.criteria_cache, policy=policy,
+                         validation_queries=[q.query for q in held_out])
         result = await _unwrapped(_search(options, ctx))
         ctx.policy = folded_at_runtime(policy_engine, policy)
         artifact = _artifact(options, session, pool, ordered, result, time.perf_counter() - started)
+        artifact.validation_queries = [TrainItem(query=q.query, source=q.source) for q in held_out]
         artifact.policy = ctx.policy
         artifact.examples_source = str(examples_file)
         artifact.examples_sha256 = file_digest(examples_file)
@@ -225,7 +229,7 @@ def _artifact(options: OptimizeOptions, session: Session, pool: ExamplePool, ord
         train_files=[str(path) for path in options.train_files],
         query_order=[TrainItem(query=q.query, source=q.source) for q in ordered[:used]],
         levels=result.levels,
-        candidates=result.candidates,
+        candidates=with_intervals(result.candidates, config.search.seed),
         best=FinalNode(
             node_id=best.node_id, prompt=best.prompt, rewards=best.path_rewards,
             score=find_selector(config.search.selector).score(best, config.search),

@@ -6,10 +6,12 @@
     GET  /health                liveness, unauthenticated
 
 Each request retrieves the artifact's k examples for the last user message
-(`AlignedModel.request`), builds the policy's input with the one formatter in the mode the
-artifact records (drpo/serve_prompt.py), and sends it through the policy's engine stack (the
-same factory as runs: retries, limits, accounting). The body format is drpo/serve_wire.py, the
-answer's drpo/serve_render.py, the errors' drpo/serve_faults.py.
+(`AlignedModel.request`), builds the policy's engine request with agents/policy.py `policy_call`
+(the one formatter, in the mode the artifact records; the client's system message by
+drpo/serve_prompt.py), and sends it through the policy's engine stack (backends/stack.py, as for
+runs: retries, limits, accounting), over drpo/serve_upstream.py's lean transport when the engine
+is an OpenAI-compatible server. The body format is drpo/serve_wire.py, the answer's
+drpo/serve_render.py, the errors' drpo/serve_faults.py.
 
 In front of every handler, one middleware: the bearer token when `--auth-env` set one
 (`hmac.compare_digest`; 401 otherwise), the body cap (413), the cap on requests being answered
@@ -23,7 +25,6 @@ lets requests in flight finish (up to `shutdown_timeout_s`) and closes the engin
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 import signal
 import time
@@ -33,13 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import orjson
 import structlog
 from aiohttp import web
 
+from agents.policy import policy_call
 from drpo.api import AlignedModel
 from drpo.serve_faults import ApiError, bad_request, engine_error
-from drpo.serve_prompt import ClientSystem, policy_call, with_client_system
-from drpo.serve_render import DONE, Reply, body, chunks, event
+from drpo.serve_prompt import ClientSystem, with_client_system
+from drpo.serve_render import DONE, Reply, body, chunks, event, json_reply
 from drpo.serve_wire import Call, ServeLimits, chat_call, completion_call
 from schemas.artifact import PolicySetup
 from telemetry.logs import get_logger
@@ -54,8 +57,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("drpo_request_id", str)
 NOTE = web.RequestKey("drpo_trace_note", dict)
 """What a handler adds to its request's trace line."""
-RANKINGS_KEPT = 4096
-"""Retrieval rankings kept per pool (agents/curator.py memoizes one per distinct query)."""
 
 
 @dataclass
@@ -155,7 +156,7 @@ class AlignedServer:
     @staticmethod
     def _error(error: ApiError, note: dict[str, Any]) -> web.Response:
         note["error"] = error.code or error.type
-        return web.json_response(error.body(), status=error.status, headers=error.headers)
+        return json_reply(error.body(), status=error.status, headers=error.headers)
 
     @staticmethod
     async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
@@ -170,8 +171,8 @@ class AlignedServer:
             raise self._too_large()
         raw = await request.read()  # aiohttp refuses past client_max_size (chunked bodies too)
         try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
+            data = orjson.loads(raw)  # nesting past 1,024 levels is refused, never a RecursionError
+        except ValueError:
             raise bad_request("the request body is not valid JSON") from None
         if not isinstance(data, dict):
             raise bad_request("the request body must be a JSON object")
@@ -192,12 +193,11 @@ class AlignedServer:
         note = request[NOTE]
         conversation = call.conversation
         retrieved = self.model.request(conversation.query)
-        self._bound_rankings()
         note.update(examples=[self._index.get(id(e)) for e in retrieved.examples], turns=len(conversation.history),
                     client_system=conversation.system is not None, n=call.sampling.n, stream=call.stream)
         policy_request = with_client_system(retrieved, conversation.system, self.options.client_system)
-        llm_request = policy_call(policy_request, conversation.history, sampling=call.sampling,
-                                  chat=self.setup.mode == "chat")
+        llm_request = policy_call(policy_request, sampling=call.sampling, chat=self.setup.mode == "chat",
+                                  history=conversation.history)
         with structlog.contextvars.bound_contextvars(request_id=request[REQUEST_ID]):
             result = await self.model.engine.complete(llm_request)
         usage = result.usage
@@ -205,7 +205,7 @@ class AlignedServer:
                     engine_ms=round(1000 * usage.latency_s, 3))
         reply = Reply.new(self.options.name, chat=chat)
         if not call.stream:
-            return web.json_response(body(reply, result))
+            return json_reply(body(reply, result))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         payload = b"".join(event(c) for c in chunks(reply, result, include_usage=call.include_usage)) + DONE
@@ -216,27 +216,21 @@ class AlignedServer:
             note["client_gone"] = True
         return response
 
-    def _bound_rankings(self) -> None:
-        """The pool memoizes a ranking per distinct query: fine for a run, unbounded for a server."""
-        rankings = getattr(self.model.pool, "_rankings", None)
-        if isinstance(rankings, dict) and len(rankings) > RANKINGS_KEPT:
-            rankings.clear()
-
     def _entry(self) -> dict[str, Any]:
         return {"id": self.options.name, "object": "model", "created": self.options.created, "owned_by": "drpo"}
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [self._entry()]})
+        return json_reply({"object": "list", "data": [self._entry()]})
 
     async def _model(self, request: web.Request) -> web.Response:
         if request.match_info["name"] != self.options.name:
             raise ApiError(404, f"model {request.match_info['name']!r} is not served here; this server serves "
                                 f"{self.options.name!r}", code="model_not_found")
-        return web.json_response(self._entry())
+        return json_reply(self._entry())
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "model": self.options.name, "policy_mode": self.setup.mode,
-                                  "in_flight": self.in_flight})
+        return json_reply({"status": "ok", "model": self.options.name, "policy_mode": self.setup.mode,
+                           "in_flight": self.in_flight})
 
 
 def _url(address: Any) -> str:

@@ -9,12 +9,14 @@ chunks: per choice, one chunk with the role and the whole text, then one with th
 
 from __future__ import annotations
 
-import json
+import secrets
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+from aiohttp import web
 
 from schemas.llm import LLMResult
 
@@ -34,7 +36,7 @@ class Reply:
     @classmethod
     def new(cls, model: str, *, chat: bool) -> Reply:
         prefix = "chatcmpl" if chat else "cmpl"
-        return cls(f"{prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), model, chat)
+        return cls(f"{prefix}-{secrets.token_hex(12)}", int(time.time()), model, chat)
 
     def head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
@@ -80,4 +82,9 @@ def chunks(reply: Reply, result: LLMResult, *, include_usage: bool) -> Iterator[
 
 def event(payload: dict[str, Any]) -> bytes:
     """One server-sent event."""
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def json_reply(payload: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response, serialized once by orjson (UTF-8, as `json.dumps(ensure_ascii=False)`)."""
+    return web.Response(body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json")

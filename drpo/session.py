@@ -217,6 +217,7 @@ async def run_session(options: RunOptions, engine_factory: EngineFactory = build
             criteria = CriteriaCache(options.cache_dir / CRITERIA if options.criteria_cache else None)
             stack.callback(criteria.close)
             stack.enter_context(run_logs(out, redactor))
+            backends.keep_logs_in(out)  # the embedded server's log, in the folder the run now owns
             stack.enter_context(structlog.contextvars.bound_contextvars(run_id=options.run_id))
             await stack.enter_async_context(_watching(backends))
             yield Session(ledger=ledger, backends=backends, models=models, criteria_cache=criteria)

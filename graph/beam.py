@@ -8,6 +8,8 @@
     │                   on this level's query: all candidates in flight, each judged when its answer lands
     └── keep_top        +1 depth if any node skipped (at most +M in all); the selector keeps the next beam
         finish          the deliverable: the selector's pick of the final beam
+        validate        with held-out queries (`[search] validation`): the finalists answer them and
+                        the best validation mean is delivered instead (graph/validation.py)
 
 One query per level: every candidate of level l answers query l + 1, so their rewards compare.
 With `queries_per_level` m > 1 (minibatch mode) a level is a block of m queries and a candidate's
@@ -37,6 +39,7 @@ from graph.roles import answer, criteria_for, judge_response, prefetch_criteria,
 from graph.selectors import find_selector
 from graph.selectors.base import Selector
 from graph.state import BeamNode, BeamState, Child, Evaluation, ExpandTask
+from graph.validation import route_validation, validate
 from schemas.errors import ProjectError
 from schemas.messages import RewriteRequest
 from schemas.records import CandidateRecord, LevelRecord, Verdict
@@ -58,7 +61,8 @@ async def evaluate(ctx: RunContext, prompt: str, query_index: int) -> Evaluation
     criteria, response = await gather(criteria_for(ctx, query), answer(ctx, prompt, query))
     judgement = await judge_response(ctx, query, response.text, criteria)
     return Evaluation(
-        query_index=query_index, query=query, response=response.text, scores=judgement.scores, reward=judgement.reward
+        query_index=query_index, query=query, response=response.text, scores=judgement.scores, reward=judgement.reward,
+        samples=judgement.samples, judges=judgement.judges,
     )
 
 
@@ -79,7 +83,8 @@ def feedback(evaluations: list[Evaluation]) -> Evaluation:
 
 
 def verdicts(evaluations: list[Evaluation]) -> list[Verdict]:
-    return [Verdict(query_index=e.query_index, reward=e.reward, scores=e.scores) for e in evaluations]
+    return [Verdict(query_index=e.query_index, reward=e.reward, scores=e.scores, samples=e.samples, judges=e.judges)
+            for e in evaluations]
 
 
 def _store(runtime: Runtime[RunContext]) -> BaseStore:
@@ -203,7 +208,7 @@ async def _evaluate_child(
     child.node = BeamNode(
         node_id=node_id, parent_id=parent.node_id, level=task.level, prompt=prompt,
         history=(parent.history + [prompt])[-ctx.config.search.history :],
-        path_rewards=record.path_rewards, evaluation=feedback(evaluations),
+        path_rewards=record.path_rewards, evaluation=feedback(evaluations), samples=record.samples,
     )
     return child, record
 
@@ -274,10 +279,12 @@ def build_beam_graph(checkpointer=None, store: BaseStore | None = None):  # type
     builder.add_node("expand", expand)  # one branch per beam node: rewrite, answer, judge
     builder.add_node("keep_top", keep_top)  # depth bump, the selector's next beam, the level record
     builder.add_node("finish", finish)  # the selector's deliverable
+    builder.add_node("validate", validate)  # held-out queries re-rank the finalists
     builder.add_edge(START, "prefetch_criteria")
     builder.add_edge("prefetch_criteria", "evaluate_root")
     builder.add_conditional_edges("evaluate_root", route_level, ["expand", "finish"])
     builder.add_edge("expand", "keep_top")
     builder.add_conditional_edges("keep_top", route_level, ["expand", "finish"])
-    builder.add_edge("finish", END)
+    builder.add_conditional_edges("finish", route_validation, ["validate", END])
+    builder.add_edge("validate", END)
     return builder.compile(checkpointer=checkpointer, store=store if store is not None else InMemoryStore())

@@ -27,6 +27,8 @@ class RunContext:
     """The in-context pool the policy retrieves from (not used by curation)."""
     queries: list[str] = field(default_factory=list)
     """The training stream in its seeded order; level l answers block l + 1, the root block 0."""
+    validation_queries: list[str] = field(default_factory=list)
+    """Held-out queries (`[search] validation`): never in `queries`; only the `validate` node asks them."""
     criteria_cache: CriteriaCache = field(default_factory=lambda: CriteriaCache(None))
     background: TaskGroup | None = None
     """Where prefetches run, so they outlive the node that starts them."""

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 
 from agents.criteria import CriteriaCache, select_criteria
 from agents.curator import retrieve_examples, rewrite_answer
-from agents.judge import judge
 from agents.length_critic import critique_length
 from agents.policy import generate_response
 from agents.rewriter import rewrite_prompt
 from backends.errors import CallFailed
 from graph.context import RunContext
-from graph.fanout import gather
+from graph.judge_panel import PanelJudgement, panel_verdict, single_verdict
 from graph.trace import traced
 from schemas.config import ROLES, RunConfig
 from schemas.critics import LengthRequest
@@ -148,26 +147,26 @@ async def answer(ctx: RunContext, prompt: str, query: str) -> PolicyResponse:
 
 async def judge_response(
     ctx: RunContext, query: str, response: str, criteria: CriteriaSelection, stage: Stage = "prompt"
-) -> Judgement:
+) -> PanelJudgement:
     """The judge's verdict, joined by every configured critic's (all in flight together).
 
-    Critics join the prompt stage only; curation is judged by the critic persona alone."""
+    Critics join the prompt stage only; curation is judged by the critic persona alone. The prompt
+    stage asks `judge_samples` calls of each panel member and averages them (graph/judge_panel.py;
+    one call by default, the paper's); curation asks one judge once."""
     request = JudgeRequest(
         query=query, response=response, aspects=criteria.aspects, reasoning=criteria.reasoning, stage=stage
     )
-    main = judge(request, engine=ctx.backends.for_role("judge"), catalogue=ctx.catalogue,
-                 sampling=ctx.config.sampling("judge"))
-    critics = ctx.config.critics if stage == "prompt" else []
-    verdict, *extras = await gather(traced("judge", request, main),
-                                    *(CRITICS[name].run(request, ctx) for name in critics))
-    for extra in extras:
-        verdict = verdict.merged(extra)
-    return verdict
+    if stage == "prompt":
+        return await panel_verdict(ctx, request, [CRITICS[name].run(request, ctx) for name in ctx.config.critics])
+    return await single_verdict(ctx, request)
 
 
 async def improve_answer(ctx: RunContext, request: AnswerRewriteRequest, round_: int) -> AnswerRewrite:
-    """The round number seeds the sample: rewriting the same answer twice (`from_best`) asks anew."""
-    sampling = ctx.config.sampling("curator").model_copy(update={"seed": round_})
+    """The curation's seed and the round number seed the sample: `curate --seed` makes the loop
+    repeatable (two seeds never share a round's sample), and rewriting the same answer twice
+    (`from_best`) asks anew. Seed 0 keeps the seeds (and cache keys) of earlier versions."""
+    seed = 1009 * ctx.config.curation.seed + round_
+    sampling = ctx.config.sampling("curator").model_copy(update={"seed": seed})
     reply = rewrite_answer(request, engine=ctx.backends.for_role("curator"), sampling=sampling)
     return await traced("curator", request, reply)
 

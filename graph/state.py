@@ -29,6 +29,10 @@ class Evaluation(BaseModel):
     response: str
     scores: dict[str, AspectScore]
     reward: float
+    samples: list[float] = Field(default_factory=list)
+    """Each judge call's reward on this answer (graph/judge_panel.py); `reward` is their mean."""
+    judges: list[str] = Field(default_factory=list)
+    """The `backend:model` behind each of `samples`."""
 
 
 class BeamNode(BaseModel):
@@ -44,6 +48,8 @@ class BeamNode(BaseModel):
     evaluation: Evaluation | None = None
     """What the rewriter learns from (the block's lowest-scoring answer); None only for a root
     whose evaluation failed."""
+    samples: list[float] = Field(default_factory=list)
+    """Every judge call's reward on the node's own block, query by query (what `lcb` weighs)."""
 
 
 class Child(BaseModel):

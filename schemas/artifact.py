@@ -71,6 +71,9 @@ class RunArtifact(BaseModel):
     """Every training file of the run, in the order given (empty in artifacts that predate it)."""
     query_order: list[TrainItem]
     """The training stream in the order it was consumed (root query first)."""
+    validation_queries: list[TrainItem] = Field(default_factory=list)
+    """The held-out queries the finalists were validated on (`[search] validation`), in order; a
+    validation verdict's `query_index` is a place in this list. Never in the training stream."""
     levels: list[LevelRecord]
     candidates: list[CandidateRecord]
     """Every candidate of the search, the root first, in level order (schemas/records.py)."""

@@ -137,6 +137,25 @@ class RoleConfig(_Strict):
     temperature: Number | None = Field(default=None, ge=0.0, le=2.0)
     top_p: Number | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: Whole | None = Field(default=None, ge=1)
+    backends: list[str] = Field(default_factory=list)
+    """A judge panel (`[roles.judge]` only): every listed backend's model judges every answer and
+    their rewards are averaged (graph/judge_panel.py). The first member also serves as `backend`."""
+
+    @model_validator(mode="after")
+    def _panel(self) -> RoleConfig:
+        """A panel names each member once and uses the members' own models: `model`, or another
+        `backend`, beside it would be ambiguous. `backend` becomes the first member, so a saved
+        config (which holds both) loads again."""
+        if not self.backends:
+            return self
+        if len(set(self.backends)) != len(self.backends):
+            raise ValueError("backends: name each panel member once (for more verdicts from one judge use "
+                             "[search] judge_samples)")
+        if self.model is not None or ("backend" in self.model_fields_set and self.backend != self.backends[0]):
+            raise ValueError("backends (a judge panel) cannot be combined with backend or model: "
+                             "set each member's model under [backends.NAME]")
+        self.backend = self.backends[0]
+        return self
 
 
 class SearchConfig(_Strict):
@@ -157,6 +176,33 @@ class SearchConfig(_Strict):
     selector: str = "paper"
     """How the next beam and the deliverable are chosen (graph/selectors/): `paper` is top B by
     path mean (last reward when B = 1)."""
+    judge_samples: Whole = Field(default=1, ge=1, le=100)
+    """n: judge calls per answer (per panel member), their rewards averaged (1 = the paper). With
+    n > 1 the judge samples at graph/judge_panel.py's `SAMPLE_TEMPERATURE` unless `[roles.judge]
+    temperature` is set, sample i with seed + i (a retry adds 1000, so n stays at most 100)."""
+    lcb_z: Number = Field(default=1.0, ge=0.0)
+    """z of the `lcb` selector: it ranks by mean minus z standard errors (graph/selectors/lcb.py)."""
+    validation: Whole = Field(default=0, ge=0)
+    """N (`--validate N`): the final beam's prompts answer N held-out queries and the best
+    validation mean is delivered (graph/validation.py); 0 = the paper, no validation. (Not named
+    `validate`: pydantic's BaseModel owns that name.)"""
+    validate_levels: bool = False
+    """With `validation`: the best candidate of every level is validated too."""
+    validation_file: str | None = None
+    """`--val FILE`: the held-out queries come from this query file (its first N, or all of it)
+    instead of the last N of the training stream."""
+
+    @model_validator(mode="after")
+    def _validated(self) -> SearchConfig:
+        if self.validate_levels and not (self.validation or self.validation_file):
+            raise ValueError("validate_levels needs held-out queries: set validation = N (--validate N) "
+                             "or validation_file (--val FILE)")
+        return self
+
+    @property
+    def validates(self) -> bool:
+        """Whether the finalists are validated on held-out queries after the search."""
+        return bool(self.validation or self.validation_file)
 
 
 class CurationConfig(_Strict):
@@ -189,6 +235,17 @@ class RunConfig(_Strict):
                 raise ValueError(
                     f"[roles.{role}] uses backend {binding.backend!r}, which is not defined under [backends]"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_panels(self) -> RunConfig:
+        for role, binding in self.roles.items():
+            if binding.backends and role != "judge":
+                raise ValueError(f"[roles.{role}] backends: only the judge can be a panel; bind one backend")
+            for name in binding.backends:
+                if name not in self.backends:
+                    raise ValueError(f"[roles.{role}] backends names {name!r}, which is not defined under "
+                                     f"[backends]; add [backends.{name}] or drop it from the panel")
         return self
 
     def role(self, name: str) -> RoleConfig:

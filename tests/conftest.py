@@ -28,6 +28,7 @@ import pytest
 REAL_ENGINES = (
     ("backends.openai_compat", "OpenAICompatEngine"),
     ("backends.llamacpp", "LlamaCppEngine"),
+    ("backends.llama_server", "LlamaServerEngine"),
     ("backends.vllm_engine", "VLLMEngine"),
 )
 """The engines that drive a real SDK (module, class); imported when a test starts, never vLLM itself."""

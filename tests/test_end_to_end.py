@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_caps import SEARCH_CAPS, caps_toml
+from tests.engine_caps import EMBEDDED_ONE_THREAD, SEARCH_CAPS, caps_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.engine
 
-CAPS = SEARCH_CAPS.replace("[roles.rewriter]\n", "[roles.rewriter]\ntemperature = 0.8\n")
+CAPS = EMBEDDED_ONE_THREAD + SEARCH_CAPS.replace("[roles.rewriter]\n", "[roles.rewriter]\ntemperature = 0.8\n")
 
 
 def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_path):
@@ -20,7 +20,7 @@ def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_p
     out = tmp_path / "run"
     command = [sys.executable, "run.py", "optimize", "--depth", "2", "--beam", "2", "--actions", "2", "-k", "1",
                "--seed", "3", "--config", str(tmp_path / "caps.toml"), "--out", str(out)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    done = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**__import__("os").environ, "DRPO_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stderr[-2000:]
     prompt = (out / "prompt.txt").read_text().strip()
@@ -36,7 +36,8 @@ def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_p
     assert "Optimized system prompt" in done.stdout
 
 
-CURATION_CAPS = "[curation]\niterations = 1\n" + caps_toml(criteria=200, judge=220, curator=160, policy=48)
+CURATION_CAPS = EMBEDDED_ONE_THREAD + "[curation]\niterations = 1\n" + caps_toml(
+    criteria=200, judge=220, curator=160, policy=48)
 
 
 def test_curate_two_seeds_with_the_embedded_model_then_answer_with_the_pool(tmp_path):
@@ -48,7 +49,7 @@ def test_curate_two_seeds_with_the_embedded_model_then_answer_with_the_pool(tmp_
     done = subprocess.run(
         [sys.executable, "run.py", "curate", "--examples", str(seeds), "--config", str(tmp_path / "caps.toml"),
          "--out", str(curated)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     pool = json.loads((curated / "curated.json").read_text())
@@ -62,7 +63,7 @@ def test_curate_two_seeds_with_the_embedded_model_then_answer_with_the_pool(tmp_
     answered = subprocess.run(
         [sys.executable, "run.py", "answer", "--prompt-file", str(tmp_path / "prompt.txt"), "--examples", str(curated),
          "-k", "2", "--temperature", "0", "--config", str(tmp_path / "caps.toml"), "What is a Python generator?"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert answered.returncode == 0, answered.stderr[-2000:]
     assert answered.stdout.strip()

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from agents.curator import ExamplePool, retrieve_examples
-from agents.embedders import make_embedder
+from agents.embedders import LexicalEmbedder, make_embedder
 from drpo.datasets import DEFAULT_EXAMPLES, load_examples
 from schemas.messages import Example, RetrievalRequest
 
@@ -83,3 +83,22 @@ def test_a_query_is_ranked_once_however_many_candidates_ask():
     first = [pool.top_k("wifi password", k) for k in (1, 2, 1)]
     assert calls == [["wifi password"]]
     assert first[0] == first[2] == first[1][:1]
+
+
+def test_rankings_are_remembered_for_the_most_recently_used_queries_only():
+    """A long-lived `serve` asks new queries forever: the pool keeps `rankings_kept` rankings,
+    dropping the least recently used, and a remembered query is not embedded again."""
+    embedded: list[str] = []
+
+    class Counting(LexicalEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            embedded.extend(texts)
+            return super().embed(texts)
+
+    pool = ExamplePool(POOL, Counting(), rankings_kept=2)
+    embedded.clear()  # the pool's own queries
+    first = pool.top_k("bread", 2)
+    for query in ("python", "bread", "wifi", "bread", "python"):
+        pool.top_k(query, 2)
+    assert embedded == ["bread", "python", "wifi", "python"]  # "bread" stayed in use; "python" fell out
+    assert pool.top_k("bread", 2) == first and len(pool._rankings) == 2

@@ -11,6 +11,7 @@ from backends.errors import EngineConfigError
 from backends.ledger import Ledger
 from backends.llamacpp import LlamaCppEngine, default_model_path
 from schemas.llm import LLMRequest, Message, Sampling
+from tests.engine_caps import ONE_THREAD
 from tests.stacks import stack, with_output
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engine]
@@ -24,7 +25,7 @@ class Capital(BaseModel):
 
 @pytest.fixture(scope="module")
 def engine():
-    return LlamaCppEngine(n_ctx=2048)
+    return LlamaCppEngine(n_ctx=2048, n_threads=ONE_THREAD)
 
 
 def test_the_model_ships_in_the_wheel():

@@ -2,6 +2,7 @@
 
 One server for the module (started as a subprocess, stopped at the end). It serializes requests,
 ignores `n` (one choice per request) and rejects `json_schema` response formats with HTTP 500.
+It decodes on one thread (`tests.engine_caps.ONE_THREAD` says why).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from backends.llamacpp import default_model_path
 from backends.openai_compat import OpenAICompatEngine
 from backends.protocol import Engine
 from schemas.llm import LLMRequest, Message, Sampling
-from tests.engine_caps import SEARCH_CAPS
+from tests.engine_caps import ONE_THREAD, SEARCH_CAPS
 from tests.stacks import stack, with_output
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engine]
@@ -50,7 +51,7 @@ def server_url(tmp_path_factory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "4096", "--n_threads", "2", "--model_alias", MODEL_ALIAS, "--interrupt_requests", "False",
+        "--n_ctx", "4096", "--n_threads", str(ONE_THREAD), "--model_alias", MODEL_ALIAS, "--interrupt_requests", "False",
     ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -96,7 +97,7 @@ class Verdict(BaseModel):
 
 
 async def test_a_chat_generation_returns_text_and_usage(server_url, monkeypatch):
-    backend, engine, ledger = make_backend(server_url, monkeypatch)
+    backend, _, ledger = make_backend(server_url, monkeypatch)
     try:
         result = await backend.complete(
             chat("policy", "Give one tip for keeping houseplants alive in winter.", max_tokens=24, stop=["\n\n", "###"])
@@ -116,7 +117,7 @@ async def test_a_chat_generation_returns_text_and_usage(server_url, monkeypatch)
 
 
 async def test_a_stop_string_ends_the_generation(server_url, monkeypatch):
-    backend, engine, ledger = make_backend(server_url, monkeypatch)
+    backend, _, _ = make_backend(server_url, monkeypatch)
     try:
         request = chat("policy", "Describe the weather on a rainy day in two sentences.", max_tokens=48, stop=[" "])
         # keep the raw text: a stripped answer would hide a leading space
@@ -129,7 +130,7 @@ async def test_a_stop_string_ends_the_generation(server_url, monkeypatch):
     assert result.usage.tokens_out < 48
 
 
-async def test_this_server_rejects_json_schema_with_http_500(server_url):
+def test_this_server_rejects_json_schema_with_http_500(server_url):
     """The premise of the fallback, checked on the wire without the engine."""
     body = {
         "model": MODEL_ALIAS, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}],
@@ -144,7 +145,6 @@ async def test_this_server_rejects_json_schema_with_http_500(server_url):
     assert "Input should be 'text' or 'json_object'" in rejected.value.read().decode()
 
 
-@pytest.mark.xfail(strict=False, reason="against llama-cpp-python's server after the corridors refactor: not yet diagnosed (see the closing note)")
 async def test_structured_output_falls_back_to_json_object(server_url, monkeypatch):
     backend, engine, ledger = make_backend(server_url, monkeypatch, max_attempts=3)
     assert engine.schema_mode == "json_schema"
@@ -182,7 +182,7 @@ async def test_n_samples_are_topped_up_when_the_server_returns_one_choice(server
 
 async def test_an_unreachable_endpoint_ends_in_call_failed(monkeypatch):
     url = f"http://127.0.0.1:{free_port()}/v1"  # bound and released: nothing listens there
-    backend, engine, ledger = make_backend(url, monkeypatch, max_attempts=2, backoff_s=0.01)
+    backend, _, ledger = make_backend(url, monkeypatch, max_attempts=2, backoff_s=0.01)
     try:
         with pytest.raises(CallFailed) as failed:
             await backend.complete(chat("policy", "hello", max_tokens=8))
@@ -199,7 +199,6 @@ async def test_an_unreachable_endpoint_ends_in_call_failed(monkeypatch):
 CAPPED_ROLES = SEARCH_CAPS
 
 
-@pytest.mark.xfail(strict=False, reason="against llama-cpp-python's server after the corridors refactor: not yet diagnosed (see the closing note)")
 def test_a_whole_optimization_through_the_cli(server_url, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(CAPPED_ROLES)
@@ -209,7 +208,7 @@ def test_a_whole_optimization_through_the_cli(server_url, tmp_path):
         sys.executable, "run.py", "optimize", "--backend", "openai", "--model", MODEL_ALIAS, "--depth", "2",
         "--beam", "1", "--actions", "1", "-k", "1", "--out", str(out), "--config", str(config),
     ]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     assert (out / "prompt.txt").read_text().strip()
@@ -219,7 +218,7 @@ def test_a_whole_optimization_through_the_cli(server_url, tmp_path):
     assert by_role["judge"]["usage"]["calls"] >= 2
     assert artifact["models"]["policy"] == f"default:{MODEL_ALIAS}"
     # Concurrent criteria calls both hit the json_schema rejection; neither may count it as a fault.
-    assert all("transport" not in account["faults"] for account in by_role.parsed()), by_role
+    assert all("transport" not in account["faults"] for account in by_role.values()), by_role
 
     lines = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines() if line.strip()]
     agents = {line["agent"] for line in lines}

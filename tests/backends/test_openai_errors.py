@@ -1,4 +1,5 @@
-"""The OpenAI-compatible engine's error mapping, against a scripted stdlib HTTP server on loopback.
+"""The OpenAI-compatible engine's error mapping (backends/openai_errors.py), against a scripted
+stdlib HTTP server on loopback.
 
 No model runs here: a `ThreadingHTTPServer` answers each POST with whatever the test's responder
 returns, and records every request it saw (body and arrival time).
@@ -46,7 +47,7 @@ async def test_a_429_is_retried_after_the_servers_retry_after(stub, monkeypatch)
     replies = iter([(429, {"Retry-After": "0.2"}, {"error": {"message": "slow down"}}), (200, {}, completion("fine"))])
     stub.responder = lambda body: next(replies)
     # A long backoff: were Retry-After ignored, the retry would come 2.5 s or more after the 429.
-    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=5.0)
+    backend, _, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=5.0)
     try:
         result = await backend.complete(ask())
     finally:
@@ -116,7 +117,7 @@ async def test_concurrent_calls_rejected_before_the_switch_both_fall_back(stub, 
 
 async def test_a_401_is_a_configuration_error_and_is_not_retried(stub, monkeypatch):
     stub.responder = lambda body: (401, {}, {"error": {"message": "bad key"}})
-    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=4, backoff_s=0.01)
+    backend, _, _ = backend_for(stub.url, monkeypatch, max_attempts=4, backoff_s=0.01)
     try:
         with pytest.raises(EngineConfigError, match="401"):
             await backend.complete(ask())
@@ -127,7 +128,7 @@ async def test_a_401_is_a_configuration_error_and_is_not_retried(stub, monkeypat
 
 async def test_a_503_on_every_attempt_ends_in_call_failed(stub, monkeypatch):
     stub.responder = lambda body: (503, {}, {"error": {"message": "overloaded"}})
-    backend, engine, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=0.01)
+    backend, _, ledger = backend_for(stub.url, monkeypatch, max_attempts=3, backoff_s=0.01)
     try:
         with pytest.raises(CallFailed) as failed:
             await backend.complete(ask())

@@ -81,7 +81,7 @@ def levels(records: list[CandidateRecord]) -> list[LevelRecord]:
 
 def accounting() -> Accounting:
     by_role = {
-        "policy": RoleAccount(usage=Usage(calls=9, tokens_in=900, tokens_out=300, latency_s=4.5),
+        "policy": RoleAccount(usage=Usage(calls=9, tokens_in=900, tokens_out=300, latency_s=4.5), sent=11,
                               faults={"transport": 2}, failed_calls=1),
         "judge": RoleAccount(usage=Usage(calls=9, tokens_in=1800, tokens_out=400, latency_s=6.0),
                              faults={"invalid_output": 2}, failed_calls=1, cache_hits=1),

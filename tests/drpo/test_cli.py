@@ -442,7 +442,7 @@ def test_the_optimize_summary_counts_each_levels_records(tmp_path):
     rows = [line.split() for line in text.splitlines() if re.match(r"^\s+[01]\s", line)]
     assert rows == [["0", "4.00", "3.50", "3", "1", "0"], ["1", "5.00", "3.40", "6", "1", "1"]]
     assert artifact.prompt in text and "score 4.500 on the best path" in text
-    assert re.search(r"^policy\s+9\s+0\s+900\s+300\s+4.5\s+transport=2$", text, re.M)
+    assert re.search(r"^policy\s+11\s+9\s+0\s+900\s+300\s+4.5\s+transport=2$", text, re.M)  # sent, replies
 
 
 # --- answer, against engines that answer, refuse, or keep failing -------------------------------------

@@ -15,6 +15,7 @@ from drpo.cli import main
 from drpo.runner import OptimizeOptions, optimize
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
 from tests.drpo_world import DRPOWorld
+from tests.engine_caps import ONE_THREAD
 from tests.graph.test_beam import write_queries
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_engine]
@@ -101,7 +102,7 @@ async def test_the_embedded_model_in_completion_mode_gets_raw_text(tmp_path):
     def factory(config: BackendConfig, model: str | None) -> LlamaCppEngine:
         return Recording(model, n_ctx=config.n_ctx, n_threads=config.n_threads)
 
-    backend = BackendConfig(policy_mode="completion")
+    backend = BackendConfig(policy_mode="completion", n_threads=ONE_THREAD)
     config = RunConfig(search=SearchConfig(depth=1, beam=1, actions=1, k=1), backends={"default": backend},
                        roles={"policy": RoleConfig(max_tokens=48), "criteria": RoleConfig(max_tokens=300),
                               "judge": RoleConfig(max_tokens=300)})

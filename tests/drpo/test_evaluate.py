@@ -27,7 +27,7 @@ from schemas.evaluation import MULTI_ASPECTS, RUBRIC_ASPECTS, EvalJudgeRequest, 
 from schemas.llm import LLMRequest
 from schemas.messages import PolicyRequest
 from tests.drpo.recorded_run import DELIVERED, QUERIES, write_run
-from tests.engine_caps import caps_toml
+from tests.engine_caps import ONE_THREAD, caps_toml
 
 pytestmark = pytest.mark.anyio
 
@@ -421,7 +421,7 @@ async def test_the_output_folder_must_be_new_or_forced(tmp_path, run_dir):
 
 # --- the embedded model -------------------------------------------------------------------------
 
-ENGINE_CAPS = "[backends.default]\nmax_attempts = 2\n" + caps_toml(policy=48, judge=260)
+ENGINE_CAPS = f"[backends.default]\nmax_attempts = 2\nn_threads = {ONE_THREAD}\n" + caps_toml(policy=48, judge=260)
 
 
 @pytest.mark.engine

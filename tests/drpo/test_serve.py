@@ -22,6 +22,7 @@ from agents.formatting import STOPS, build_policy_prompt, format_turn
 from drpo.api import AlignedModel
 from drpo.runner import OptimizeOptions, optimize
 from drpo.serve import AlignedServer, ServeOptions, serving
+from drpo.serve_upstream import build_serve_engine
 from drpo.serve_wire import ServeLimits
 from schemas.artifact import RunArtifact
 from schemas.config import BackendConfig, RunConfig, SearchConfig
@@ -64,15 +65,17 @@ def world_backend(world: DRPOWorld | str, **fields: Any) -> BackendConfig:
                          **{"max_attempts": 1, **fields})
 
 
-def aligned(run_dir: Path, backend: BackendConfig, cache: Path, k: int = 2) -> AlignedModel:
-    return AlignedModel.from_artifact(run_dir, backend=backend, k=k, cache_dir=cache, response_cache=False)
+def aligned(run_dir: Path, backend: BackendConfig, cache: Path, k: int = 2, *, serve: bool = False) -> AlignedModel:
+    """The model `answer` builds, or with `serve` the one `run.py serve` builds (its lean engine)."""
+    factory = {"engine_factory": build_serve_engine} if serve else {}
+    return AlignedModel.from_artifact(run_dir, backend=backend, k=k, cache_dir=cache, response_cache=False, **factory)
 
 
 @asynccontextmanager
 async def aligned_server(run_dir: Path, backend: BackendConfig, cache: Path, *, k: int = 2,
                          **options: Any) -> AsyncIterator[tuple[str, AlignedServer]]:
     """`serve` over `run_dir` on a free loopback port; yields its root URL and the server."""
-    model = aligned(run_dir, backend, cache, k)
+    model = aligned(run_dir, backend, cache, k, serve=True)
     try:
         setup = await model.policy_setup()
         server = AlignedServer(model, setup, ServeOptions(name=f"drpo-{read(run_dir).run_id}", **options))

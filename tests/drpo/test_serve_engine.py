@@ -1,5 +1,6 @@
 """`serve` over the embedded engine (the real SmolLM2-135M on the CPU): what a user gets from
-`python run.py serve --artifact DIR` with no engine flags, read by the real `openai` client."""
+`python run.py serve --artifact DIR` with no engine flags (on one thread: `ONE_THREAD` says why),
+read by the real `openai` client."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from agents.formatting import STOPS
 from schemas.config import BackendConfig
 from tests.drpo.test_serve import QUERY, aligned_server, artifacts, client, read
+from tests.engine_caps import ONE_THREAD
 
 pytestmark = [pytest.mark.anyio, pytest.mark.engine]
 __all__ = ["artifacts"]  # fixtures
@@ -16,7 +18,7 @@ __all__ = ["artifacts"]  # fixtures
 async def test_the_embedded_model_answers_plain_and_streaming_chat_through_serve(artifacts, tmp_path):
     name = f"drpo-{read(artifacts['chat']).run_id}"
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUERY}]
-    async with aligned_server(artifacts["chat"], BackendConfig(policy_mode="auto"), tmp_path) as (url, server):
+    async with aligned_server(artifacts["chat"], BackendConfig(policy_mode="auto", n_threads=ONE_THREAD), tmp_path) as (url, server):
         async with client(url) as c:
             reply = await c.chat.completions.create(model=name, messages=messages, max_tokens=24, seed=1)
             stream = await c.chat.completions.create(model=name, messages=messages, max_tokens=24, seed=1,

@@ -57,7 +57,8 @@ async def test_a_refusal_mid_run_stops_with_one_line_that_says_what_to_fix_and_i
     assert fix in message and "resume" in message
     assert KEY not in message
     assert server.paths == [path] * 3  # nothing retried the refusal
-    assert ledger.by_role()["policy"].faults == {}
+    account = ledger.by_role()["policy"]
+    assert account.faults == {"refused": 1} and account.sent == 3 and account.usage.calls == 2
 
 
 async def test_a_refusal_while_topping_up_missing_samples_is_raised_as_itself():

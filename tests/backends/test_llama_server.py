@@ -1,0 +1,343 @@
+"""The embedded engine: llama.cpp's own llama-server as a child process of the run.
+
+Fast tests: a missing or broken build is one line saying how to rebuild (also at the command
+line: exit 2, nothing written); the GGUF metadata reader; slots, threads and concurrency.
+Engine tests (marked `engine`; they start the real server that ./setup.sh builds): the child is
+gone after a normal end, after Ctrl-C and after SIGKILL of its parent (checked by PID), a port
+already in use is handled, the log lands in the run folder, and a judge's structured request is
+valid JSON well under its token cap. Their processes and requests are kept small (SmolLM2).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agents.judge import judge
+from backends.errors import EngineConfigError
+from backends.ledger import Ledger
+from backends.llama_server import LlamaServerEngine, build, slots_for, threads_for
+from backends.llama_server_gguf import metadata_string, template_of
+from backends.llama_server_process import BINARY_ENV, binary_path
+from backends.llamacpp import default_model_path
+from backends.registry import backend_concurrency
+from schemas.catalogue import AspectCatalogue
+from schemas.config import BackendConfig
+from schemas.llm import LLMRequest, Message, Sampling
+from schemas.messages import JudgeRequest
+from tests.stacks import stack
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI_ENGINE = ["--backend", "llama-server", "--model", str(default_model_path())]
+"""The command line's options for this engine."""
+needs_server = pytest.mark.skipif(not binary_path().is_file(), reason="llama-server is not built (./setup.sh)")
+
+
+# --- a missing or broken build ------------------------------------------------------------------
+
+
+@pytest.mark.real_engine  # builds the engine, which stops at its binary
+def test_a_missing_binary_is_one_line_that_says_how_to_rebuild(monkeypatch, tmp_path):
+    monkeypatch.setenv(BINARY_ENV, str(tmp_path / "nowhere" / "llama-server"))
+    with pytest.raises(EngineConfigError) as caught:
+        build(BackendConfig(), None)
+    message = str(caught.value)
+    assert "\n" not in message and "missing" in message and "scripts/build_llama_server.sh --force" in message
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.real_engine  # builds the engine, which stops at its binary
+def test_a_broken_binary_is_one_line_with_its_reason_and_the_rebuild_command(monkeypatch, tmp_path):
+    broken = tmp_path / "llama-server"
+    broken.write_text("#!/bin/sh\necho 'error while loading shared libraries: libllama-server-impl.so' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv(BINARY_ENV, str(broken))
+    with pytest.raises(EngineConfigError) as caught:
+        build(BackendConfig(), None)
+    message = str(caught.value)
+    assert "\n" not in message and "libllama-server-impl.so" in message
+    assert "scripts/build_llama_server.sh --force" in message
+
+
+@pytest.mark.real_engine  # builds the engine, which stops at its binary
+def test_a_binary_for_another_machine_is_the_same_line(monkeypatch, tmp_path):
+    foreign = tmp_path / "llama-server"
+    foreign.write_bytes(b"\x7fELF" + b"\0" * 60)  # not a program this system can start
+    foreign.chmod(0o755)
+    monkeypatch.setenv(BINARY_ENV, str(foreign))
+    with pytest.raises(EngineConfigError, match=r"does not run .*scripts/build_llama_server.sh --force"):
+        build(BackendConfig(), None)
+
+
+def test_the_command_line_says_it_in_one_line_with_exit_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, **{BINARY_ENV: str(tmp_path / "missing"), "DRPO_CACHE_DIR": str(tmp_path / "cache")})
+    done = subprocess.run([sys.executable, "run.py", "optimize", "--demo", *CLI_ENGINE, "--out", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1 and "scripts/build_llama_server.sh --force" in lines[0], lines
+    assert not out.exists()
+
+
+# --- what the engine reads and sizes ------------------------------------------------------------
+
+
+def _gguf(path: Path, pairs: list[tuple[str, int, bytes]]) -> Path:
+    """A GGUF v3 header with `pairs` (key, value type, packed value) and no tensors."""
+    body = b"".join(struct.pack("<Q", len(k)) + k.encode() + struct.pack("<I", kind) + value for k, kind, value in pairs)
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + body)
+    return path
+
+
+def _text(value: str) -> bytes:
+    return struct.pack("<Q", len(value.encode())) + value.encode()
+
+
+def test_the_shipped_model_has_a_chat_template_that_takes_a_system_message():
+    info = template_of(default_model_path())
+    assert info.known and info.present and info.accepts_system and info.fingerprint
+
+
+def test_the_template_is_found_past_other_metadata_and_a_base_model_has_none(tmp_path):
+    words = struct.pack("<IQ", 8, 2) + _text("a") + _text("bc")  # an array of two strings
+    template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    chat = _gguf(tmp_path / "chat.gguf", [("general.name", 8, _text("x")), ("tokenizer.ggml.tokens", 9, words),
+                                          ("general.file_type", 4, struct.pack("<I", 3)),
+                                          ("tokenizer.chat_template", 8, _text(template))])
+    assert metadata_string(chat, "tokenizer.chat_template") == template
+    base = _gguf(tmp_path / "base.gguf", [("general.name", 8, _text("x")),
+                                          ("general.scores", 9, struct.pack("<IQ", 6, 2) + b"\0" * 8)])
+    assert metadata_string(base, "tokenizer.chat_template") is None
+    assert template_of(base).known and not template_of(base).present  # `auto` prompts it in completion mode
+
+
+def test_a_file_that_is_not_gguf_or_is_cut_short_is_a_clear_error(tmp_path):
+    (tmp_path / "x.gguf").write_text("hello")
+    with pytest.raises(EngineConfigError, match="not a GGUF"):
+        metadata_string(tmp_path / "x.gguf", "tokenizer.chat_template")
+    cut = _gguf(tmp_path / "cut.gguf", [("general.name", 8, _text("a model name"))])
+    cut.write_bytes(cut.read_bytes()[:24 + 8 + 5])  # ends inside the first key
+    with pytest.raises(EngineConfigError, match="cannot read the metadata"):
+        metadata_string(cut, "tokenizer.chat_template")
+
+
+def test_slots_and_threads_follow_the_machine_or_the_config():
+    cores = len(os.sched_getaffinity(0))
+    assert slots_for(BackendConfig()) == max(2, 2 * cores)
+    assert slots_for(BackendConfig(max_concurrency=3)) == 3
+    assert threads_for(BackendConfig()) == max(1, cores - 1)
+    assert threads_for(BackendConfig(n_threads=4)) == 4
+
+
+def test_the_backends_concurrency_is_the_engines_slot_count():
+    class Slots:
+        concurrency = 6
+
+    assert backend_concurrency(BackendConfig(kind="llama-server"), Slots()) == 6  # type: ignore[arg-type]
+    assert backend_concurrency(BackendConfig(kind="embedded")) == 1  # the in-process llama.cpp
+    assert backend_concurrency(BackendConfig(kind="openai", max_concurrency=5, base_urls=["http://a", "http://b"])) == 10
+
+
+# --- the real server ----------------------------------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def server_child_of(parent: int, within_s: float = 90.0) -> int:
+    """The PID of the llama-server that `parent` started (found in /proc by parent PID)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                name, rest = stat.read_text().rsplit(")", 1)
+            except (OSError, ValueError):
+                continue
+            if int(rest.split()[1]) == parent and name.endswith("(llama-server"):
+                return int(stat.parent.name)
+        time.sleep(0.1)
+    pytest.fail(f"process {parent} started no llama-server within {within_s:g} s")
+
+
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return LlamaServerEngine(slots=2, n_ctx=2048)
+
+
+@pytest.mark.anyio
+@pytest.mark.engine
+@needs_server
+async def test_the_server_runs_in_its_own_group_until_aclose_and_is_gone_after_it(engine, tmp_path):
+    await engine.probe()
+    pid = engine.pid
+    assert pid is not None and alive(pid)
+    assert os.getpgid(pid) == pid  # its own process group: a terminal's Ctrl-C reaches the parent only
+    engine.log_into(tmp_path)
+    await engine.aclose()
+    assert not alive(pid)
+    assert "listening on" in (tmp_path / "llama-server.log").read_text()
+
+
+def _run_cli(tmp_path: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, DRPO_CACHE_DIR=str(tmp_path / "cache"))
+    return subprocess.Popen([sys.executable, "run.py", "optimize", "--demo", *CLI_ENGINE, "--out", str(tmp_path / "run")],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.engine
+@needs_server
+def test_the_server_is_gone_after_ctrl_c_of_a_run(tmp_path):
+    run = _run_cli(tmp_path)
+    pid = server_child_of(run.pid)
+    log = tmp_path / "run" / "llama-server.log"
+    deadline = time.monotonic() + 120
+    while not log.is_file() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the run owns its folder: the server is answering its first calls
+    assert log.is_file(), run.stderr.read() if run.poll() is not None and run.stderr else "no log"
+    run.send_signal(signal.SIGINT)
+    assert run.wait(60) != 0
+    assert gone_within(pid, 10)
+    assert "listening on" in log.read_text()
+
+
+@pytest.mark.engine
+@needs_server
+def test_the_server_does_not_outlive_its_parent_killed_with_sigkill(tmp_path):
+    run = _run_cli(tmp_path)
+    pid = server_child_of(run.pid)
+    run.kill()
+    run.wait(30)
+    assert gone_within(pid, 10)
+
+
+PARENT = """
+import sys, anyio
+from backends.llama_server import LlamaServerEngine
+
+async def main():
+    engine = LlamaServerEngine(slots=2, n_ctx=1024)
+    await engine.probe()
+    print(engine.pid, flush=True)
+    raise RuntimeError("the run failed without closing its engine")
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.engine
+@needs_server
+def test_the_server_is_gone_after_an_uncaught_exception_that_never_closed_it(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(PARENT))
+    parent = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), check=False)
+    assert parent.returncode == 1 and "the run failed" in parent.stderr
+    assert gone_within(int(parent.stdout.split()[0]), 10)
+
+
+@pytest.mark.anyio
+@pytest.mark.engine
+@needs_server
+async def test_a_port_already_in_use_falls_back_to_a_free_one(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    engine = LlamaServerEngine(slots=2, n_ctx=1024, port=port)
+    try:
+        await engine.probe()
+        assert engine.server.port not in (None, port)
+        request = LLMRequest(role="policy", messages=[Message(role="user", content="Say hi.")],
+                             sampling=Sampling(max_tokens=8, seed=1))
+        assert (await engine.complete(request)).choices[0].text
+    finally:
+        await engine.aclose()
+        taken.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.engine
+@needs_server
+async def test_a_judge_request_is_valid_json_that_stops_before_its_cap(engine):
+    catalogue = AspectCatalogue.load()
+    aspects = catalogue.names[:2]
+    request = JudgeRequest(query="How do I boil an egg?", aspects=aspects, reasoning="cooking advice",
+                           response="Put the egg in boiling water for nine minutes, then cool it in cold water.")
+    ledger = Ledger()
+    try:
+        verdict = await judge(request, engine=stack(engine, ledger=ledger, max_concurrency=2), catalogue=catalogue,
+                              sampling=Sampling(temperature=0.0, max_tokens=400, seed=7))
+    finally:
+        await engine.aclose()
+    assert set(verdict.scores) == set(aspects)
+    account = ledger.by_role()["judge"]
+    assert account.faults == {}  # no truncated, no invalid output: one call, valid the first time
+    assert account.usage.calls == 1 and 0 < verdict.usage.tokens_out < 400
+
+
+@pytest.mark.engine
+@needs_server
+def test_one_engine_serves_loop_after_loop_and_outlives_the_thread_that_started_it():
+    """`AlignedModel.answer_sync` runs a loop per call, and the thread that started the server may end."""
+    engine = LlamaServerEngine(slots=2, n_ctx=1024)
+    request = LLMRequest(role="policy", messages=[Message(role="user", content="Name a fruit.")],
+                         sampling=Sampling(max_tokens=6, seed=1))
+    replies: list[str] = []
+
+    def ask() -> None:
+        replies.append(anyio.run(engine.complete, request).choices[0].text)
+
+    starter = threading.Thread(target=ask)
+    starter.start()
+    starter.join()
+    pid = engine.pid
+    assert pid is not None and alive(pid)  # the parent-death signal did not fire with that thread
+    ask()
+    assert len(replies) == 2 and replies[0] == replies[1] != ""  # the same seed, the same answer
+    anyio.run(engine.aclose)
+    assert not alive(pid)
+
+
+@pytest.mark.anyio
+@pytest.mark.engine
+@needs_server
+async def test_n_choices_are_n_samples_and_every_ones_tokens_are_counted(engine):
+    ledger = Ledger()
+    request = LLMRequest(role="rewriter", messages=[Message(role="user", content="Write a long story about a cat.")],
+                         sampling=Sampling(max_tokens=8, temperature=1.0, seed=3, n=2))
+    try:
+        result = await stack(engine, ledger=ledger, max_concurrency=2).complete(request)
+    finally:
+        await engine.aclose()
+    assert len(result.choices) == 2 and result.choices[0].text != result.choices[1].text  # seeds 3 and 4
+    assert all(choice.finish_reason == "length" for choice in result.choices)
+    assert result.usage.tokens_out == 16  # both samples' tokens (the server's own n counts the first only)
+    assert ledger.by_role()["rewriter"].usage.calls == 2
