@@ -29,12 +29,16 @@ log = get_logger("drpo.backend")
 EngineFactory = Callable[[BackendConfig, "str | None"], Engine]
 
 ENGINES: dict[str, str] = {
-    "embedded": "backends.llamacpp:build",
+    "embedded": "backends.llama_server:build",
     "openai": "backends.openai_compat:build",
     "vllm": "backends.vllm_engine:build",
-    "llama-server": "backends.llama_server:build",
+    "llamacpp": "backends.llamacpp:build",
 }
 """kind -> "module:function" building the engine from its `BackendConfig` and model name."""
+
+
+BUNDLED_MODEL = ("embedded", "llamacpp")
+"""Kinds that run the bundled SmolLM2 when no model is named (the others need --model)."""
 
 
 def engine_names() -> list[str]:
@@ -57,7 +61,7 @@ def backend_concurrency(config: BackendConfig, engine: Engine | None = None) -> 
     embedded server's slots), one for the in-process llama.cpp, N per endpoint otherwise."""
     if (served := getattr(engine, "concurrency", None)) is not None:
         return served
-    if config.kind == "embedded":
+    if config.kind in BUNDLED_MODEL:
         return 1
     return config.max_concurrency * max(1, len(config.base_urls))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from backends.registry import BUNDLED_MODEL
 from drpo.errors import UserInputError
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
 
@@ -130,6 +131,6 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     except ValidationError as exc:
         raise UserInputError(validation_message(exc, str(args.config or "settings"))) from None
     default = config.backends.get("default", BackendConfig())
-    if default.kind != "embedded" and not default.model:
+    if default.kind not in BUNDLED_MODEL and not default.model:
         raise UserInputError(f"--backend {default.kind} needs --model NAME (the model to serve or load)")
     return config

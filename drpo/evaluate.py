@@ -29,7 +29,7 @@ from agents.policy import generate_response
 from backends.errors import CallFailed
 from backends.policy_mode import resolve_policy
 from backends.protocol import Engine
-from backends.registry import EngineFactory, build_engine
+from backends.registry import BUNDLED_MODEL, EngineFactory, build_engine
 from drpo.api import INFERENCE_SAMPLING, AlignedModel
 from drpo.errors import UserInputError
 from drpo.eval_inputs import EvalTarget, check_train_overlap, load_eval_items, policy_setup, resolve_targets
@@ -96,7 +96,7 @@ def with_judge(
         if model is not None and model != (config.role("judge").model or current.model):
             judge_role["model"] = model
     else:
-        if kind != "embedded" and not model:
+        if kind not in BUNDLED_MODEL and not model:
             raise UserInputError(f"--judge-backend {kind} needs --judge-model NAME")
         backend = BackendConfig(kind=kind, model=model)
         if max_concurrency is not None:

@@ -108,7 +108,8 @@ class BackendConfig(_Strict):
         """The policy is not forced into completion mode."""
         return self.policy_mode != "completion"
     max_concurrency: Whole = Field(default=64, ge=1)
-    """Requests in flight per endpoint (the embedded engine always runs one at a time)."""
+    """Requests in flight per endpoint (the embedded engine: its slots, 2 per core unless set;
+    `llamacpp` runs one at a time)."""
     max_attempts: Whole = Field(default=4, ge=1)
     """Tries per call for transport faults and invalid structured output."""
     max_retry_wait_s: Number = Field(default=60.0, ge=0)
@@ -116,7 +117,7 @@ class BackendConfig(_Strict):
     timeout_s: Number = Field(default=300.0, gt=0)
     """How long one request may take before it is a transport fault (and retried)."""
     n_ctx: Whole = Field(default=8192, ge=256)
-    """Context window of the embedded model."""
+    """Context window of the embedded model (per slot of the embedded server)."""
     n_threads: Whole | None = None
     dtype: str = "auto"
     """vLLM: weights dtype."""

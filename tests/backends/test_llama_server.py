@@ -39,8 +39,8 @@ from schemas.messages import JudgeRequest
 from tests.stacks import stack
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI_ENGINE = ["--backend", "llama-server", "--model", str(default_model_path())]
-"""The command line's options for this engine."""
+CLI_ENGINE = ["--backend", "embedded"]
+"""The command line's options for this engine (the default)."""
 needs_server = pytest.mark.skipif(not binary_path().is_file(), reason="llama-server is not built (./setup.sh)")
 
 
@@ -145,8 +145,8 @@ def test_the_backends_concurrency_is_the_engines_slot_count():
     class Slots:
         concurrency = 6
 
-    assert backend_concurrency(BackendConfig(kind="llama-server"), Slots()) == 6  # type: ignore[arg-type]
-    assert backend_concurrency(BackendConfig(kind="embedded")) == 1  # the in-process llama.cpp
+    assert backend_concurrency(BackendConfig(kind="embedded"), Slots()) == 6  # type: ignore[arg-type]
+    assert backend_concurrency(BackendConfig(kind="llamacpp")) == 1  # the in-process llama.cpp
     assert backend_concurrency(BackendConfig(kind="openai", max_concurrency=5, base_urls=["http://a", "http://b"])) == 10
 
 
