@@ -23,11 +23,11 @@ from pathlib import Path
 
 import anyio
 
-from backends.errors import EngineConfigError, EngineUnavailable, TransportFault
+from backends.errors import EngineUnavailable, TransportFault
 from backends.llama_server_gguf import template_of
 from backends.llama_server_process import ServerProcess, checked_binary
 from backends.llama_server_schema import bounded
-from backends.llamacpp import default_model_path
+from backends.llamacpp import model_file
 from backends.openai_compat import OpenAICompatEngine
 from schemas.config import BackendConfig
 from schemas.llm import LLMRequest, LLMResult, TemplateInfo
@@ -70,10 +70,7 @@ class LlamaServerEngine:
 
     def __init__(self, model_path: str | None = None, *, slots: int = 2, n_ctx: int = 8192, threads: int = 1,
                  timeout_s: float = 300.0, port: int = 0) -> None:
-        path = Path(model_path) if model_path else default_model_path()
-        if not path.is_file():
-            raise EngineConfigError(f"model file not found: {path} (pass --model PATH.gguf)")
-        self.path = path
+        self.path = path = model_file(model_path)
         self.model = path.name
         self.identity = f"llama-server:{path.resolve()}"
         """Cached answers are this model's on this engine, whatever port a run's server had."""

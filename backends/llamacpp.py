@@ -35,6 +35,15 @@ def default_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
+def model_file(model_path: str | None) -> Path:
+    """The GGUF file an embedded engine loads: `model_path`, or the bundled SmolLM2; one line if
+    it is not there."""
+    path = Path(model_path) if model_path else default_model_path()
+    if not path.is_file():
+        raise EngineConfigError(f"model file not found: {path} (pass --model PATH.gguf)")
+    return path
+
+
 def build(config: BackendConfig, model: str | None) -> LlamaCppEngine:
     """The engine for `[backends.NAME] kind = "embedded"`."""
     return LlamaCppEngine(model, n_ctx=config.n_ctx, n_threads=config.n_threads)
@@ -44,10 +53,7 @@ class LlamaCppEngine:
     native_n = False
 
     def __init__(self, model_path: str | None = None, *, n_ctx: int = 8192, n_threads: int | None = None) -> None:
-        path = Path(model_path) if model_path else default_model_path()
-        if not path.is_file():
-            raise EngineConfigError(f"model file not found: {path} (pass --model PATH.gguf)")
-        self.path = path
+        self.path = path = model_file(model_path)
         self.model = path.name
         self.identity = f"embedded:{path.resolve()}"
         self.n_ctx = n_ctx
