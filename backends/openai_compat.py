@@ -3,23 +3,33 @@
 Chat requests go to `/v1/chat/completions`, raw-text requests (a base model in completion mode)
 to `/v1/completions`. Structured output is sent as `response_format` `json_schema`; a server that
 rejects it (llama-cpp-python: 500 "Input should be 'text' or 'json_object'") is switched for good
-to `json_object` with a `schema`. The SDK's own retries are off: the retry layer does them all.
+to `json_object` with a `schema`. Nothing retries here: the retry layer does it all.
 
-Errors are mapped once, at this edge, by `backends.openai_errors` (`_mapped_errors`): every error
-and every reply that is not a completion is a `backends.errors` type; reply text is valid Unicode;
-`timeout_s` bounds the whole reply.
+The transport is one kept-alive aiohttp session per event loop, the body a dict posted as JSON
+(orjson; `json` for the lone surrogates orjson refuses) and the reply read from its parsed JSON.
+Why not the `openai` SDK, which this engine used before: building and validating its request and
+response objects cost 2.5-4 times the CPU per call of this (bench/RESULTS.md, `run.py serve`, the
+SDK columns), and `import openai` took half a second of every command's start. The bodies are the
+ones the SDK sent, field for field (tests/backends/test_openai_transport.py compares them).
+
+Errors are mapped once, at this edge, by `backends.openai_errors`: an error status from its
+status, headers and body (`ErrorMap.reply_fault`); everything else that goes wrong, and every
+reply that is not a completion, by `_mapped_errors`. Reply text is valid Unicode; `timeout_s`
+bounds the whole reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import importlib.util
+import json
 import os
 from typing import Any
 from urllib.parse import urlparse
 
-import anyio
+import orjson
 
 from backends import openai_errors
 from backends.errors import EngineConfigError, EngineFault, EngineRefused, InvalidOutput, TransportFault
@@ -32,6 +42,7 @@ from schemas.usage import Usage
 
 MAX_FAULT_TEXT = openai_errors.MAX_FAULT_TEXT  # where tests/hostile/test_secrets.py reads it
 OPENAI_STOP_LIMIT = 4  # api.openai.com accepts at most four stop strings; other servers take them all
+PROBE_TIMEOUT_S = 10.0
 
 
 def build(config: BackendConfig, model: str | None) -> OpenAICompatEngine | RoutedEngine:
@@ -51,8 +62,6 @@ class OpenAICompatEngine:
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  timeout_s: float = 300.0) -> None:
-        import openai
-
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         if (parts := urlparse(base_url)).scheme not in ("http", "https") or not parts.netloc:
             raise EngineConfigError(f"base URL {_shown(base_url)!r} is not http(s): set OPENAI_BASE_URL or base_url")
@@ -76,14 +85,25 @@ class OpenAICompatEngine:
         self._errors = ErrorMap(key=api_key, shown_url=self.shown_url, model=model, api_key_env=api_key_env)
         self._official = "api.openai.com" in base_url
         self._max_tokens_field = "max_completion_tokens" if self._official else "max_tokens"
-        self._client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, http_client=_http_client(),
-                                          timeout=openai.Timeout(timeout_s, connect=min(10.0, timeout_s)))
+        root = base_url.rstrip("/")
+        self._urls = {name: f"{root}/{name}" for name in ("chat/completions", "completions", "models")}
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
+                         "Accept": "application/json"}
+        self._session: Any = None  # an aiohttp.ClientSession of `_loop`, made there on first use
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def probe(self) -> None:
         """Fail fast, before a run starts, when the endpoint cannot be reached or refuses the key."""
+        import aiohttp
+
         try:
-            with self._mapped_errors(), anyio.fail_after(10.0):
-                await self._client.with_options(timeout=10.0).models.list()
+            with self._errors.mapped(PROBE_TIMEOUT_S):
+                session = await self._http()
+                async with session.get(self._urls["models"], timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+                                       ) as response:
+                    raw = await response.read()
+                    if not 200 <= response.status < 300:
+                        raise self._errors.reply_fault(response.status, response.headers, raw)
         except EngineRefused as refused:
             if refused.status != 404:  # a 404 is reachable: some servers have no /models
                 raise
@@ -111,25 +131,42 @@ class OpenAICompatEngine:
         return await self._send(request)
 
     async def _send(self, request: LLMRequest) -> LLMResult:
-        params = self._params(request)
-        with self._mapped_errors(), anyio.fail_after(self.timeout_s):
-            if request.messages is not None:
-                if request.json_schema is not None:
-                    params["response_format"] = self._response_format(request)
-                messages = fold_system(request.messages) if self.folds_system else request.messages
-                response = await self._client.chat.completions.create(messages=[m.model_dump() for m in messages],
-                                                                      **params)
-                replies = [(c.message.content, c.finish_reason) for c in _choices(response, params["n"])]
-            else:
-                if request.json_schema is not None:
-                    params["extra_body"] = {"structured_outputs": {"json": request.json_schema}}
-                response = await self._client.completions.create(prompt=request.prompt or "", **params)
-                replies = [(c.text, c.finish_reason) for c in _choices(response, params["n"])]
-            choices = [Choice(text=_text(text), finish_reason=_text(reason) or None) for text, reason in replies]
-            usage = getattr(response, "usage", None)
+        chat = request.messages is not None
+        body = self._body(request)
+        with self._mapped_errors():
+            session = await self._http()
+            async with session.post(self._urls["chat/completions" if chat else "completions"], data=_dumps(body)
+                                    ) as response:
+                raw = await response.read()
+                if not 200 <= response.status < 300:
+                    raise self._errors.reply_fault(response.status, response.headers, raw)
+            reply = _loads(raw)
+            choices = reply.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise InvalidOutput("the server's reply holds no choices")
+            # at most the n asked for (more would be counted as samples); a missing field reads as
+            # None, and a choice or message that is not an object fails on `.get` (InvalidOutput)
+            texts = [(c.get("message").get("content") if chat else c.get("text"), c.get("finish_reason"))
+                     for c in choices[: body["n"]]]
+            usage = reply.get("usage") or {}
             tokens = Usage(tokens_in=_count(usage, "prompt_tokens"), tokens_out=_count(usage, "completion_tokens"))
-            return LLMResult(choices=choices, usage=tokens,
-                             model=_text(str(getattr(response, "model", None) or self.model)[:200]))
+            return LLMResult(choices=[Choice(text=_text(text), finish_reason=_text(reason) or None)
+                                      for text, reason in texts],
+                             usage=tokens, model=_text(str(reply.get("model") or self.model)[:200]))
+
+    def _body(self, request: LLMRequest) -> dict[str, Any]:
+        """The JSON body: the sampling fields, then the messages or the prompt, and the schema."""
+        body = self._params(request)
+        if request.messages is not None:
+            messages = fold_system(request.messages) if self.folds_system else request.messages
+            body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+            if request.json_schema is not None:
+                body["response_format"] = self._response_format(request)
+        else:
+            body["prompt"] = request.prompt or ""
+            if request.json_schema is not None:  # vLLM's structured outputs for raw-text requests
+                body["structured_outputs"] = {"json": request.json_schema}
+        return body
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:
         s = request.sampling
@@ -151,14 +188,44 @@ class OpenAICompatEngine:
         """The error boundary for one call to this server (backends/openai_errors.py)."""
         return self._errors.mapped(self.timeout_s)
 
+    async def _http(self) -> Any:
+        """The session of the running loop: connections belong to the loop that opened them, and
+        `AlignedModel.answer_sync` runs one loop per call. A session left by a loop that has ended
+        is closed here (its connections ended with it; closing only marks it so, without warnings)."""
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is loop:
+            return self._session
+        import aiohttp
+
+        old, old_loop = self._session, self._loop
+        tls = _tls() if self.base_url.startswith("https:") else True  # the CA bundle, built once
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=tls), headers=self._headers,
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(10.0, self.timeout_s)))
+        self._loop = loop
+        if old is not None and old_loop is not None and old_loop.is_closed():
+            await old.close()
+        return self._session
+
     async def aclose(self) -> None:
-        await self._client.close()
+        session, self._session = self._session, None
+        if session is not None and (self._loop is asyncio.get_running_loop() or self._loop.is_closed()):
+            await session.close()
 
 
-def _choices(response: Any, n: int) -> list[Any]:  # at most the n asked for: more would be counted as samples
-    if not isinstance(choices := getattr(response, "choices", None), list) or not choices:
-        raise InvalidOutput("the server's reply holds no choices")
-    return choices[:n]
+def _dumps(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # a lone surrogate in the text (JSON allows \ud800): ASCII-escaped, it can be sent
+        return json.dumps(body).encode()
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # orjson refuses a lone surrogate escape, which JSON allows
+        return json.loads(raw)  # anything else invalid raises here too (a ValueError: InvalidOutput)
 
 
 def _shown(url: str) -> str:
@@ -167,21 +234,12 @@ def _shown(url: str) -> str:
 
 
 def _count(usage: Any, field: str) -> int:
-    value = getattr(usage, field, 0)  # getattr(None, ...) is 0 too
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
-def _http_client() -> Any:
-    """aiohttp under the SDK when installed (extra `openai[aiohttp]`): at hundreds of requests in
-    flight it costs half the CPU per request of the default transport (bench/RESULTS.md). The
-    TLS context is built once: loading the CA bundle took 0.2 s for every client."""
-    if importlib.util.find_spec("aiohttp") is None:
-        return None
-    import openai
-
-    return openai.DefaultAioHttpClient(verify=_tls())
+    value = usage.get(field, 0) if isinstance(usage, dict) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 @functools.lru_cache(maxsize=1)
-def _tls() -> Any:  # the SDK's HTTP library: httpx2 in openai 3, httpx before
+def _tls() -> Any:
+    """The TLS context, built once (loading the CA bundle took 0.2 s): certifi's bundle, through
+    the HTTP library the `openai` package brings (httpx2 in openai 3, httpx before)."""
     return importlib.import_module("httpx2" if importlib.util.find_spec("httpx2") else "httpx").create_ssl_context()

@@ -6,17 +6,20 @@ type with the original as `__cause__`, scrubbed too: an HTTP status becomes a re
 fault (408, 409, 5xx, no connection, no complete reply within `timeout_s`) or a rejected request
 (other 4xx). Server text in a fault is one bounded line without the key, in valid Unicode: it is
 logged and may end up in a file, and an HTML error page would otherwise fill a log line.
+
+A status is read from the reply itself (`ErrorMap.reply_fault`: status, headers, body), with the
+rules the `openai` SDK used when the engine went through it ("Error code: N - <the body's
+error.message>", the body's `error` object kept), so fault texts, logs and the tests that read
+them did not change when the engine stopped using the SDK.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -55,31 +58,43 @@ class ErrorMap:
         """Every failure inside, as one of ours (see the module docstring); a 200 whose body is
         not a completion (HTML, {}, no choices, nested too deep) is InvalidOutput. `timeout_s`
         is the deadline the caller set, named when it passes."""
-        import openai
-
         try:
             yield
         except (EngineFault, ProjectError):
-            raise  # raised in here from the reply's shape; holds no server text
-        except openai.APIStatusError as exc:
-            raise self.status_fault(exc) from self.scrubbed(exc)
-        except TimeoutError as exc:
+            raise  # raised in here: a status (`reply_fault`) or the reply's shape; the text is scrubbed
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise TransportFault(f"no complete reply within timeout_s={timeout_s:g}s") from exc
-        except (openai.APIConnectionError, OSError, *_client_errors()) as exc:  # APITimeoutError is one
+        except (OSError, *_client_errors()) as exc:  # no connection, a reset, a reply cut short
             raise TransportFault(self.say(f"{type(exc).__name__}: {exc}")) from self.scrubbed(exc)
-        except (openai.OpenAIError, AttributeError, TypeError, ValueError, KeyError, RecursionError) as exc:
+        except (AttributeError, TypeError, ValueError, KeyError, RecursionError) as exc:  # JSON errors are ValueErrors
             raise InvalidOutput(self.say(f"the server's reply is not a completion ({type(exc).__name__}: "
                                          f"{exc})")) from self.scrubbed(exc)
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing foreign crosses it
             raise EngineFault(self.say(f"unexpected {type(exc).__name__} from the server or its client: {exc}")
                               ) from self.scrubbed(exc)
 
-    def status_fault(self, exc: Any) -> Exception:
-        """An HTTP error status as a fault: refusals retrying cannot help stop the run."""
-        status, body = exc.status_code, exc.body if isinstance(exc.body, dict) else {}
-        said = exc.message if isinstance(body.get("message"), str) else f"{exc.message} - {exc.body or ''}"
-        message = self.say(f"HTTP {status}: {_TAGS.sub(' ', said)}")  # the SDK keeps only `message` fields
-        code = f"{body.get('code')} {body.get('type')} {exc.message}"
+    def reply_fault(self, status: int, headers: Mapping[str, str], raw: bytes) -> Exception:
+        """A reply with an error status, as a fault (the SDK's reading: module docstring)."""
+        said, error = f"Error code: {status}", None
+        text = raw.decode("utf-8", "replace").strip()
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError):
+            body = text  # an HTML page, plain text, or nothing
+        else:
+            error = body.get("error", body) if isinstance(body, dict) else body
+            if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"]:
+                said += f" - {error['message']}"
+            body = error
+        return self.status_fault(status, said, body, headers)
+
+    def status_fault(self, status: int, said: str, body: Any, headers: Mapping[str, str]) -> Exception:
+        """An HTTP error status as a fault: refusals retrying cannot help stop the run. `said` is
+        the status line with the server's message, `body` the reply's `error` object (or its text)."""
+        fields = body if isinstance(body, dict) else {}
+        shown = said if isinstance(fields.get("message"), str) else f"{said} - {body or ''}"
+        message = self.say(f"HTTP {status}: {_TAGS.sub(' ', shown)}")
+        code = f"{fields.get('code')} {fields.get('type')} {said}"
         if status in (401, 403):
             return EngineRefused(f"{self.shown_url} refused the API key (HTTP {status}): check the key in the "
                                  f"environment variable {self.api_key_env}, {_AGAIN}", status=status)
@@ -90,7 +105,7 @@ class ErrorMap:
             return EngineRefused(f"{self.shown_url} refused the call for lack of quota or credit (HTTP {status}): "
                                  f"add credit or use another key in {self.api_key_env}, {_AGAIN}", status=status)
         if status == 429:
-            return RateLimited(message, retry_after_s=retry_after(exc.response))
+            return RateLimited(message, retry_after_s=retry_after(headers))
         if status in (408, 409) or status >= 500:
             return TransportFault(message, status=status)
         return RequestRejected(message, status=status)
@@ -113,7 +128,7 @@ class ErrorMap:
         current, depth = exc, 0
         while current is not None and depth < 8:
             current.args = tuple(self.scrub(a) if isinstance(a, str) else a for a in current.args)
-            if isinstance(getattr(current, "message", None), str):  # the SDK's errors: message and body
+            if isinstance(getattr(current, "message", None), str):  # errors with a message and a body
                 with suppress(AttributeError):
                     current.message, current.body = self.scrub(current.message), None  # type: ignore[attr-defined]
             current, depth = current.__cause__ or current.__context__, depth + 1
@@ -143,9 +158,9 @@ def rejects_system(fault: EngineFault) -> bool:
     return getattr(fault, "status", None) in (400, 422, 500) and about_roles
 
 
-def retry_after(response: Any) -> float | None:
-    """The server's wait in seconds (`retry-after-ms`; `Retry-After`: seconds or an HTTP date)."""
-    headers = getattr(response, "headers", None) or {}
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The server's wait in seconds (`retry-after-ms`; `Retry-After`: seconds or an HTTP date);
+    `headers` are the reply's, read without regard to case (aiohttp's)."""
     for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         if (value := headers.get(name)) is not None:
             with suppress(ValueError):
@@ -158,6 +173,7 @@ def retry_after(response: Any) -> float | None:
 
 @functools.lru_cache(maxsize=1)
 def _client_errors() -> tuple[type[Exception], ...]:
-    """The HTTP libraries' own errors, which the SDK lets through (aiohttp's "bad status line")."""
-    found = [importlib.import_module(m) for m in ("aiohttp", "httpx2", "httpx") if importlib.util.find_spec(m)]
-    return tuple(getattr(module, "ClientError", None) or module.HTTPError for module in found)
+    """The HTTP client's own errors (a bad status line, a body cut short, a server gone)."""
+    import aiohttp
+
+    return (aiohttp.ClientError,)

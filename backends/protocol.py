@@ -1,6 +1,6 @@
 """The one interface between agents and engines.
 
-An `Engine` answers one `LLMRequest` with an `LLMResult`. Real engines (llamacpp.py,
+An `Engine` answers one `LLMRequest` with an `LLMResult`. Real engines (llama_server.py,
 openai_compat.py, vllm_engine.py) only translate: our request in, their SDK's answer out, and
 their SDK's exceptions mapped to `backends.errors` at their own edge. Everything else between an
 agent and an engine — retries, validation, caches, budgets, limits, sampling — is a *layer*

@@ -32,12 +32,11 @@ ENGINES: dict[str, str] = {
     "embedded": "backends.llama_server:build",
     "openai": "backends.openai_compat:build",
     "vllm": "backends.vllm_engine:build",
-    "llamacpp": "backends.llamacpp:build",
 }
 """kind -> "module:function" building the engine from its `BackendConfig` and model name."""
 
 
-BUNDLED_MODEL = ("embedded", "llamacpp")
+BUNDLED_MODEL = ("embedded",)
 """Kinds that run the bundled SmolLM2 when no model is named (the others need --model)."""
 
 
@@ -56,13 +55,11 @@ def build_engine(config: BackendConfig, model: str | None) -> Engine:
     return build(config, model)
 
 
-def backend_concurrency(config: BackendConfig, engine: Engine | None = None) -> int:
+def backend_concurrency(config: BackendConfig, engine: Engine) -> int:
     """Requests in flight for a whole backend: what the engine serves at once when it says so (the
-    embedded server's slots), one for the in-process llama.cpp, N per endpoint otherwise."""
+    embedded engine's slots over all its servers), N per endpoint otherwise."""
     if (served := getattr(engine, "concurrency", None)) is not None:
         return served
-    if config.kind in BUNDLED_MODEL:
-        return 1
     return config.max_concurrency * max(1, len(config.base_urls))
 
 

@@ -6,10 +6,11 @@ The simulated engine of `bench.run_bench` says what concurrency can gain when th
 this runs the real embedded engine (llama.cpp's llama-server, SmolLM2-135M on the CPU) through
 `drpo.runner.optimize` with the demo's roles, twice per pair:
 
-- **one at a time**: `max_concurrency = 1`, so the server has one slot and one request is in
-  flight, as in the reference implementation;
-- **in flight**: the engine's default slots (or `--slots`), so the calls a level sends together
-  are decoded together (continuous batching across slots).
+- **one at a time**: `max_concurrency = 1`, so one server with one slot answers one request at a
+  time, as in the reference implementation;
+- **in flight**: the engine's default layout (one single-thread server per core:
+  backends/llama_server.py says why) or `--slots N` requests in flight, so the calls a level sends
+  together are answered side by side.
 
 Same seed, response cache off, criteria kept in memory only, a fresh folder per run; the order
 alternates (A B, B A, ...) so both see the same load, which is printed with each run. Reported per
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beam", type=int, default=2)
     parser.add_argument("--actions", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--slots", type=int, help="slots of the in-flight run (default: the engine's)")
+    parser.add_argument("--slots", type=int, help="requests in flight of the in-flight run (default: the engine's)")
     parser.add_argument("--kind", default="embedded", help="the engine kind to measure")
     args = parser.parse_args(argv)
     search = SearchConfig(depth=args.depth, beam=args.beam, actions=args.actions, max_depth_increase=1, k=1,

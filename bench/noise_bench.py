@@ -56,6 +56,10 @@ REMEDIES = (
     Remedy("best_last+val4", {"selector": "best_last", "validation": 4}),
     Remedy("best_last+val6", {"selector": "best_last", "validation": 6}),
     Remedy("best_last+val8", {"selector": "best_last", "validation": 8}),
+    Remedy("smoothed", {"selector": "smoothed"}),
+    Remedy("smoothed+panel2", {"selector": "smoothed"}, panel=2),
+    Remedy("smoothed+val4", {"selector": "smoothed", "validation": 4}),
+    Remedy("smoothed+panel2+val1", {"selector": "smoothed", "validation": 1}, panel=2),
 )
 """Every configuration of the table, by name (`--only` picks some)."""
 
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                    "command": "python -m bench.noise_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                    "wall_s": time.perf_counter() - started, "load": [load, os.getloadavg()], "machine": machine(),
                    "world": asdict(world), "search": BASE.model_dump(include={"depth", "max_depth_increase", "beam",
-                                                                             "actions"}),
+                                                                             "actions", "lcb_z", "smoothing"}),
                    "remedies": [asdict(r) for r in remedies], "rows": summarise(raw)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")

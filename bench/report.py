@@ -99,6 +99,7 @@ python -m bench.serve_report --write                                      # its 
 python -m bench.demo_bench --runs 3                                       # `python run.py` as a user runs it: wall, faults
 python -m bench.embedded_bench --pairs 2                                  # the real embedded engine: one at a time vs in flight
 python -m bench.llama_server_probe --threads 1 2 --slots 4                # decode speed per thread and slot count
+python -m bench.llama_encodings --slots 1 2 4 8                           # the model's encodings; sequences per thread
 python -m bench.noise_bench --workers 2 [--runs 100] [--only paper,panel2] # selection under a noisy judge (issue 15)
 ```
 
@@ -111,8 +112,9 @@ latency model, answers, what it saw), `zero_latency` (the in-process engine of t
 `overhead` over `overhead_calls` / `overhead_http` / `overhead_graphs`, and `report` /
 `report_runs` / `report_overhead` / `results_store` (this file from the stored results); `calls`,
 `vllm_gpu_check` and `serve_bench` stand apart; `serve_bench` drives `serve_load` (closed-loop
-clients) against `serve_engine` (a fast loopback engine) and `serve_report` writes its section;
-`demo_bench`, `embedded_bench` and `llama_server_probe` run the real embedded engine; `noise_bench` (the table of
+clients) against `serve_engine` (a fast loopback engine), `serve_sdk` is its baseline's engine and
+`serve_report` writes its section; `serve_profile` shows where the server's CPU goes (cProfile);
+`demo_bench`, `embedded_bench`, `llama_server_probe` and `llama_encodings` run the real embedded engine; `noise_bench` (the table of
 "Selection under a noisy judge") runs `noise_run` (one search) in `noise_world` (a world with a known
 truth) and writes its section with `noise_report`.
 """

@@ -16,9 +16,10 @@ shared machine:
 - direct: the clients send the engine the body `serve` would send it (the aligned prompt, 3
   examples, the query), with the same HTTP client and no SDK;
 - serve: the clients send `serve` a one-message chat request.
-With `--sdk-baseline`, a second `serve` whose policy engine is the `openai` SDK one (the transport
-before drpo/serve_upstream.py) runs in the same rounds. Then once, unless `--no-answer`: `AlignedModel.answer` in this process (retrieval, the formatter,
-the policy stack and its `openai` SDK client): what a Python caller pays without a server.
+With `--sdk-baseline`, a second `serve` whose policy engine calls through the `openai` SDK
+(bench/serve_sdk.py: the engine's transport before it posted the JSON itself) runs in the same
+rounds. Then once, unless `--no-answer`: `AlignedModel.answer` in this process (retrieval, the
+formatter, the policy stack and its engine): what a Python caller pays without a server.
 "added" is the median over the rounds of serve's median (and 90th percentile) minus direct's in
 the same round: all `serve` puts between a client and its engine. `serve CPU` is the serve
 process's user+system CPU per request over its runs (from /proc): closed-loop clients keep the
@@ -111,8 +112,7 @@ class ServeProcess:
 
     def __enter__(self) -> Self:
         root = Path(__file__).resolve().parent.parent
-        child = "--child-sdk" if self.sdk else "--child"
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.serve_bench", child, *self.argv], cwd=root)
+        self.proc = subprocess.Popen(self.command(), cwd=root)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -123,6 +123,9 @@ class ServeProcess:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("serve did not listen within 120 s")
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.serve_bench", "--child-sdk" if self.sdk else "--child", *self.argv]
 
     def __exit__(self, *exc: object) -> None:
         stop(self.proc, timeout_s=30)  # SIGTERM: serve drains what is in flight first
@@ -196,14 +199,14 @@ def measure(clients: list[int], engine_ms: list[float], *, seconds: float = 4.0,
 
 def _child(argv: list[str], *, sdk: bool = False) -> int:
     """The serve process: the `serve` command's parser and `run_serve`, as `run.py serve` runs them
-    (with `sdk`, over the registry's `openai` SDK engine instead of drpo/serve_upstream.py's)."""
+    (with `sdk`, over bench/serve_sdk.py's engine, through the `openai` SDK)."""
     from drpo.serve_cli import add_serve_parser, run_serve
 
     if sdk:
-        import drpo.serve_upstream
-        from backends.registry import build_engine
+        from backends.registry import ENGINES
+        from bench.serve_sdk import TARGET
 
-        drpo.serve_upstream.build_serve_engine = build_engine  # type: ignore[assignment]
+        ENGINES["openai"] = TARGET
 
     parser = argparse.ArgumentParser(prog="serve")
     add_serve_parser(parser.add_subparsers(dest="command"))
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fast: bench/serve_engine.py; sim: the batching simulator (more CPU per request)")
     parser.add_argument("--no-answer", action="store_true", help="skip the in-process AlignedModel.answer runs")
     parser.add_argument("--sdk-baseline", action="store_true",
-                        help="also run a serve over the openai SDK engine (the transport before serve's lean one)")
+                        help="also run a serve whose engine calls through the openai SDK (bench/serve_sdk.py)")
     parser.add_argument("--embedder", default="wordllama", choices=["wordllama", "lexical"])
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--save", action="store_true", help="store the figures for bench/RESULTS.md (bench/serve_report.py)")

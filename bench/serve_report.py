@@ -27,10 +27,18 @@ GOAL_MS = 2.0
 
 READING = """How to read them: the clients are closed-loop, so once a process on the path is CPU-bound,
 the latency at C clients is C divided by its throughput. Here the clients, the engine and `serve` share
-the machine's cores with each other and with any other work; `serve`'s added latency at C clients is then
-about C times its CPU per request divided by the share of a core it gets, which the load average
-shows. The 1-client rows are the latency it adds when nothing queues; "answer" is `AlignedModel.answer`
-in the clients' process (the `openai` SDK engine, no server)."""
+the machine's cores with each other and with any other work (the load column). With the engine at 0 ms
+every path is CPU-bound from a few clients on, and `serve` is one process: its added latency at C clients
+is then about C times its CPU per request, less what the direct path's busiest process costs. At 16
+clients, 2 ms added would need `serve` to cost about 0.13 ms of CPU per request more than that process
+(the engine, or the clients), which is less than one HTTP exchange costs in Python; those rows show the
+price of its CPU, the 20 ms rows the case of a real engine, where nothing is CPU-bound and the added
+latency is the time `serve`'s work takes plus the wait for its core: an engine that answers every
+request after the same delay keeps the clients in step, so requests reach `serve` in bunches, and one
+waits for those ahead of it (about half of C times its CPU per request, if they stay in step; the SDK
+server's figures there, lower despite its CPU, suggest they do not always). The 1-client rows are the latency
+it adds when nothing queues; "answer" is `AlignedModel.answer` in the clients' process (the same engine
+stack, no server)."""
 
 
 def store(result: dict[str, Any], path: Path = STORED) -> Path:
@@ -92,8 +100,8 @@ def section_lines(result: dict[str, Any] | None = None) -> list[str]:
     sdk = [r["sdk_serve_cpu_ms_per_request"] for r in rows if r.get("sdk_serve_cpu_ms_per_request")]
     if sdk:
         lines.append(f"- CPU per request, median over the cells: serve {cpu:.2f} ms; the same server over the "
-                     f"`openai` SDK engine (the transport before drpo/serve_upstream.py) {statistics.median(sdk):.2f} "
-                     "ms, in the same rounds.")
+                     "`openai` SDK engine (bench/serve_sdk.py: the transport before the engine posted its JSON "
+                     f"itself) {statistics.median(sdk):.2f} ms, in the same rounds.")
     else:
         lines.append(f"- CPU per request, median over the cells: serve {cpu:.2f} ms.")
     lines += ["", READING, ""]
@@ -101,15 +109,16 @@ def section_lines(result: dict[str, Any] | None = None) -> list[str]:
 
 
 def write(path: Path = RESULTS_MD) -> None:
-    """Replace the section in RESULTS.md (from its heading to the next `## ` heading), or append it."""
+    """Replace the section in RESULTS.md (from its heading to the next `## ` heading or `<!-- `
+    marker, which other benchmarks' sections begin with), or append it."""
     section = "\n".join(section_lines())
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     start = text.find(HEADING)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+        ends = [i for i in (text.find("\n## ", start + len(HEADING)), text.find("\n<!-- ", start)) if i >= 0]
+        text = text[:start] + section + ("" if not ends else "\n" + text[min(ends) + 1:])
     path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
 
 

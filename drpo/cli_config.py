@@ -21,13 +21,16 @@ from drpo.errors import UserInputError
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
 
 DEMO_SEARCH = SearchConfig(depth=3, max_depth_increase=1, beam=2, actions=2, k=1)
-"""Small enough for 2 CPU cores in a few minutes; everything else is the paper's."""
-# The demo's rewriter samples hotter than the paper's 0.2 so that a 135M model's two samples differ.
+"""Small enough for 2 CPU cores in well under a minute; everything else is the paper's."""
+# The token caps are the demo's clock: a 135M model fills any cap it is given with repetition (each
+# JSON string is bounded to its share of the cap: backends/llama_server_schema.py), and every
+# token it writes is also read again by the next role. The rewriter samples hotter than the
+# paper's 0.2 so that a 135M model's two samples differ.
 DEMO_ROLES = {
-    "policy": RoleConfig(max_tokens=160),
-    "criteria": RoleConfig(max_tokens=400),
-    "judge": RoleConfig(max_tokens=500),
-    "rewriter": RoleConfig(max_tokens=500, temperature=0.8),
+    "policy": RoleConfig(max_tokens=96),
+    "criteria": RoleConfig(max_tokens=200),
+    "judge": RoleConfig(max_tokens=240),
+    "rewriter": RoleConfig(max_tokens=240, temperature=0.8),
 }
 
 SEARCH_FLAGS = ("depth", "max_depth_increase", "beam", "actions", "k", "seed", "queries_per_level", "selector",

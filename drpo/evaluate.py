@@ -2,7 +2,8 @@
 
 just-eval-instruct's protocol (drpo-method.md §9): every configuration (drpo/eval_inputs.py)
 answers every query, and a judge that sees only the query and the answer rates it (five aspects
-for regular queries, safety for safety ones; agents/eval_judge.py). The artifact under test is
+for regular queries, safety for safety ones; agents/eval_judge.py; with a judge panel every member
+rates every answer and the scores are their mean, drpo/eval_panel.py). The artifact under test is
 answered through `drpo.api.AlignedModel`, whose prompt is built as during optimization.
 
 Every generation and judgement is in flight at once; the engine stacks of the session bound
@@ -24,7 +25,6 @@ from pathlib import Path
 import anyio
 import structlog
 
-from agents.eval_judge import judge_answer
 from agents.policy import generate_response
 from backends.errors import CallFailed
 from backends.policy_mode import resolve_policy
@@ -33,6 +33,7 @@ from backends.registry import BUNDLED_MODEL, EngineFactory, build_engine
 from drpo.api import INFERENCE_SAMPLING, AlignedModel
 from drpo.errors import UserInputError
 from drpo.eval_inputs import EvalTarget, check_train_overlap, load_eval_items, policy_setup, resolve_targets
+from drpo.eval_panel import panel_judgement
 from drpo.eval_stats import aspect_intervals, win_rates
 from drpo.eval_summary import SCORES_FILE, SUMMARY_FILE
 from drpo.session import RunOptions, Session, run_session, write_atomic
@@ -86,9 +87,14 @@ class EvalOptions(RunOptions):
 def with_judge(
     config: RunConfig, kind: BackendKind | None, model: str | None, max_concurrency: int | None = None
 ) -> RunConfig:
-    """Bind the judge role to `--judge-backend` / `--judge-model` (the policy keeps the default engine)."""
+    """Bind the judge role to `--judge-backend` / `--judge-model` (the policy keeps the default engine).
+    A judge panel is refused with them: which member would the flag replace?"""
     if kind is None and model is None:
         return config
+    if panel := config.role("judge").backends:
+        raise UserInputError(f"--judge-backend/--judge-model replace the judge, but [roles.judge] backends names a "
+                             f"panel ({', '.join(panel)}); set each member's model under [backends.NAME], or drop "
+                             "the flags")
     data = config.model_dump()
     judge_role = data["roles"].setdefault("judge", {})
     current = config.backends[config.role("judge").backend]
@@ -131,10 +137,12 @@ def check_scored(results: dict[str, list[ItemResult]]) -> None:
 
 @dataclass(frozen=True)
 class Answerers:
-    """The two roles every item calls: the policy answers, the judge rates the answer."""
+    """The two roles every item calls: the policy answers, the judge (every member of a judge
+    panel: drpo/eval_panel.py) rates the answer."""
 
     policy: Engine
-    judge: Engine
+    judges: list[tuple[str, Engine]]
+    """(`backend:model`, stack) of each judge: one, or the members of `[roles.judge] backends`."""
     policy_chat: bool
     judge_sampling: Sampling
 
@@ -170,15 +178,14 @@ async def evaluate_item(target: EvalTarget, model: AlignedModel, item: EvalItem,
         return ItemResult(**base, failed=f"generation: {failure}", latency_s=time.perf_counter() - started)
     judge_request = EvalJudgeRequest(query=item.instruction, answer=reply.text, rubric=item.rubric)
     try:
-        verdict = await traced("judge", judge_request, judge_answer(
-            judge_request, engine=roles.judge, sampling=roles.judge_sampling))
+        verdict = await panel_judgement(roles.judges, judge_request, roles.judge_sampling)
     except CallFailed as failure:
         log.warning("eval.judge_failed", error=str(failure)[:200])
         return ItemResult(**base, answer=reply.text, failed=f"judge: {failure}",
                           latency_s=time.perf_counter() - started)
     return ItemResult(
-        **base, answer=reply.text, scores={k: v.score for k, v in verdict.scores.items()},
-        reasons={k: v.reason for k, v in verdict.scores.items()}, mean=verdict.mean,
+        **base, answer=reply.text, scores=verdict.scores, reasons=verdict.reasons, mean=verdict.mean,
+        judges=verdict.judges if verdict.member_scores else [], judge_scores=verdict.member_scores,
         latency_s=time.perf_counter() - started,
     )
 
@@ -207,6 +214,11 @@ async def answer_all(
     return {name: [r for r in rows if r is not None] for name, rows in results.items()}
 
 
+def judge_names(session: Session) -> str:
+    """`backend:model` of the judge, or of every panel member joined by " + "."""
+    return " + ".join(name for name, _ in session.backends.panel("judge"))
+
+
 def summarise(options: EvalOptions, items: list[EvalItem], targets: list[EvalTarget],
               results: dict[str, list[ItemResult]], session: Session, wall_s: float) -> EvalSummary:
     settings = options.bootstrap
@@ -217,7 +229,7 @@ def summarise(options: EvalOptions, items: list[EvalItem], targets: list[EvalTar
         data=str(options.data),
         items=len(items),
         safety_items=sum(item.rubric == "safety" for item in items),
-        models={"policy": session.backends.name_of("policy"), "judge": session.backends.name_of("judge")},
+        models={"policy": session.backends.name_of("policy"), "judge": judge_names(session)},
         sampling=options.sampling.model_dump(exclude={"stop", "n"}),
         bootstrap=settings,
         configs=[
@@ -245,14 +257,14 @@ async def evaluate(options: EvalOptions, engine_factory: EngineFactory = build_e
         policy_backend = config.backends[config.role("policy").backend]
         policy = session.backends.for_role("policy")
         setup = setup or await resolve_policy(policy, policy_backend.policy_mode)
-        roles = Answerers(policy=policy, judge=session.backends.for_role("judge"), policy_chat=setup.mode == "chat",
+        roles = Answerers(policy=policy, judges=session.backends.panel("judge"), policy_chat=setup.mode == "chat",
                           judge_sampling=config.sampling("judge"))
         try:
             models = {t.name: aligned_model(t, options, policy_backend, roles.policy) for t in targets}
         except ValueError as exc:  # an embedder that is not installed
             raise UserInputError(str(exc)) from None
         progress.info("eval.start", out=str(options.out), items=len(items), configs=[t.name for t in targets],
-                      policy=session.backends.name_of("policy"), judge=session.backends.name_of("judge"),
+                      policy=session.backends.name_of("policy"), judge=judge_names(session),
                       policy_mode=setup.mode)
         results = await answer_all(items, targets, models, roles)
         check_scored(results)

@@ -5,7 +5,9 @@ would resume a run other than the one that started, and the artifact would misst
 The digest is a SHA-256 of the file's content (canonical JSON, the digest itself left out), taken
 after the run's redactor has masked it, so the bytes on disk are the bytes that were sealed; an
 edit that changes any setting is refused before anything is spent. Every input file is recorded
-with its own digest, and a resumed run verifies them all.
+with its own digest, and a resumed run verifies them all: the training files, the examples and
+the `--val FILE` held-out queries (a validation set that changed would validate the finalists on
+other queries than the run's first half was promised, so its figures would not be the run's).
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class RunManifest(BaseModel):
     """Every training file, in the order given."""
     examples: InputFile
     embedder: str
+    validation: InputFile | None = None
+    """The `--val FILE` held-out queries (`[search] validation_file`); None without one."""
+
+    @classmethod
+    def validation_of(cls, config: RunConfig) -> InputFile | None:
+        """The record of the config's `--val FILE`, for a new run's manifest."""
+        name = config.search.validation_file
+        return None if name is None else InputFile.of(Path(name))
 
 
 def _digest(content: dict) -> str:
@@ -70,8 +80,15 @@ def read_manifest(out: Path) -> RunManifest:
         raise UserInputError(f"{where}: edited since the run started (its settings no longer match their digest); "
                              f"restore it, or start over with `--out {out} --force`")
     manifest = validated(content, RunManifest, where, "the settings of a run")
-    for recorded in (*manifest.train, manifest.examples):
+    if manifest.config.search.validation_file is not None and manifest.validation is None:
+        raise UserInputError(f"{where}: does not record the digest of --val "
+                             f"{manifest.config.search.validation_file} (an older version wrote it), so a changed "
+                             f"validation set could not be told; start over with `--out {out} --force`")
+    for recorded in (*manifest.train, manifest.examples, *([manifest.validation] if manifest.validation else [])):
         file = Path(recorded.path)
         if not file.is_file() or file_digest(file) != recorded.sha256:
             raise UserInputError(f"--resume: {file} changed since the run started; restore it or start a new run")
+    if manifest.validation is not None:  # the verified file, found from any working folder
+        search = manifest.config.search.model_copy(update={"validation_file": manifest.validation.path})
+        manifest.config = manifest.config.model_copy(update={"search": search})
     return manifest

@@ -125,7 +125,8 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
         if not options.resume:
             manifest = RunManifest(run_id=options.run_id, config=config,
                                    train=[InputFile.of(path) for path in options.train_files],
-                                   examples=InputFile.of(examples_file), embedder=options.embedder)
+                                   examples=InputFile.of(examples_file), embedder=options.embedder,
+                                   validation=RunManifest.validation_of(config))
             write_atomic(options.out / MANIFEST, manifest_text(manifest))
         if short is not None:
             log.warning("train.short", problem=short)

@@ -9,8 +9,7 @@ Each request retrieves the artifact's k examples for the last user message
 (`AlignedModel.request`), builds the policy's engine request with agents/policy.py `policy_call`
 (the one formatter, in the mode the artifact records; the client's system message by
 drpo/serve_prompt.py), and sends it through the policy's engine stack (backends/stack.py, as for
-runs: retries, limits, accounting), over drpo/serve_upstream.py's lean transport when the engine
-is an OpenAI-compatible server. The body format is drpo/serve_wire.py, the answer's
+runs: retries, limits, accounting). The body format is drpo/serve_wire.py, the answer's
 drpo/serve_render.py, the errors' drpo/serve_faults.py.
 
 In front of every handler, one middleware: the bearer token when `--auth-env` set one
@@ -101,6 +100,9 @@ class AlignedServer:
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request[REQUEST_ID] = rid = f"req_{secrets.token_hex(8)}"
         request[NOTE] = note = {}
+        # every line logged for this request (an engine fault's too) names it; aiohttp runs each
+        # request in a task of its own (a copy of the context), so nothing needs unbinding
+        structlog.contextvars.bind_contextvars(request_id=rid)
         started = time.perf_counter()
         try:
             response = await self._dispatch(request, handler)
@@ -198,8 +200,7 @@ class AlignedServer:
         policy_request = with_client_system(retrieved, conversation.system, self.options.client_system)
         llm_request = policy_call(policy_request, sampling=call.sampling, chat=self.setup.mode == "chat",
                                   history=conversation.history)
-        with structlog.contextvars.bound_contextvars(request_id=request[REQUEST_ID]):
-            result = await self.model.engine.complete(llm_request)
+        result = await self.model.engine.complete(llm_request)
         usage = result.usage
         note.update(tokens_in=usage.tokens_in, tokens_out=usage.tokens_out, engine_calls=usage.calls,
                     engine_ms=round(1000 * usage.latency_s, 3))

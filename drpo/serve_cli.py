@@ -210,14 +210,12 @@ def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
 
 def _aligned_model(args: argparse.Namespace, backend: BackendConfig, sampling: Sampling):  # type: ignore[no-untyped-def]
     from drpo.api import AlignedModel
-    from drpo.serve_upstream import build_serve_engine
 
     embedder = {} if args.embedder == "auto" else {"embedder": args.embedder}  # auto: the artifact's own
     try:
         return AlignedModel.from_artifact(args.artifact, backend=backend, k=args.k, sampling=sampling,
                                           cache_dir=args.cache_dir, response_cache=False,
-                                          allow_mode_change=args.allow_mode_change,
-                                          engine_factory=build_serve_engine, **embedder)
+                                          allow_mode_change=args.allow_mode_change, **embedder)
     except ValueError as exc:  # an embedder that is not installed
         raise UserInputError(str(exc)) from None
 

@@ -108,8 +108,8 @@ class BackendConfig(_Strict):
         """The policy is not forced into completion mode."""
         return self.policy_mode != "completion"
     max_concurrency: Whole = Field(default=64, ge=1)
-    """Requests in flight per endpoint (the embedded engine: its slots, 2 per core unless set;
-    `llamacpp` runs one at a time)."""
+    """Requests in flight per endpoint (the embedded engine: in all, spread over its servers; one
+    single-thread server per core when unset: backends/llama_server.py)."""
     max_attempts: Whole = Field(default=4, ge=1)
     """Tries per call for transport faults and invalid structured output."""
     max_retry_wait_s: Number = Field(default=60.0, ge=0)
@@ -183,6 +183,10 @@ class SearchConfig(_Strict):
     temperature` is set, sample i with seed + i (a retry adds 1000, so n stays at most 100)."""
     lcb_z: Number = Field(default=1.0, ge=0.0)
     """z of the `lcb` selector: it ranks by mean minus z standard errors (graph/selectors/lcb.py)."""
+    smoothing: Number = Field(default=0.4, gt=0.0, le=1.0)
+    """K of the `smoothed` selector, for a reward resting on one judge verdict: it ranks by the path's
+    rewards smoothed exponentially, s = (1 - K) s + K y (graph/selectors/smoothed.py says why 0.4);
+    1 is `best_last`, a small K leans on the ancestors."""
     validation: Whole = Field(default=0, ge=0)
     """N (`--validate N`): the final beam's prompts answer N held-out queries and the best
     validation mean is delivered (graph/validation.py); 0 = the paper, no validation. (Not named
@@ -214,7 +218,10 @@ class CurationConfig(_Strict):
     from_best: bool = False
     """Rewrite the best answer so far instead of the latest one (the reference rewrites the latest)."""
     seed: Whole = 0
-    """Seeds every sample of the loop (criteria, judge and rewrites), so a curation is repeatable."""
+    """Seeds the loop's answer rewrites (round r asks the curator with seed 1009 * seed + r,
+    graph/roles.py), so a curation is repeatable and two seeds never share a round's sample. The
+    criteria and judge calls are not seeded by it: they keep their roles' sampling (temperature 0
+    and seed 0 unless `[roles.*]` says otherwise), so they are the same under every seed."""
 
 
 class RunConfig(_Strict):

@@ -99,9 +99,14 @@ class ItemResult(BaseModel):
     dataset: str | None = None
     rubric: Rubric
     answer: str | None = None
-    scores: dict[str, int] = Field(default_factory=dict)
+    scores: dict[str, int | float] = Field(default_factory=dict)
+    """Per aspect: the judge's score, or with a judge panel the members' mean (drpo/eval_panel.py)."""
     reasons: dict[str, str] = Field(default_factory=dict)
     mean: float | None = None
+    judges: list[str] = Field(default_factory=list)
+    """With a judge panel: the `backend:model` of each member (empty with one judge)."""
+    judge_scores: list[dict[str, int]] = Field(default_factory=list)
+    """With a judge panel: each member's own scores, in `judges` order (empty with one judge)."""
     failed: str | None = None
     """Why the item has no score for this configuration ("generation: ..." or "judge: ..."); never a 0."""
     latency_s: float = 0.0

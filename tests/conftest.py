@@ -27,7 +27,6 @@ import pytest
 
 REAL_ENGINES = (
     ("backends.openai_compat", "OpenAICompatEngine"),
-    ("backends.llamacpp", "LlamaCppEngine"),
     ("backends.llama_server", "LlamaServerEngine"),
     ("backends.vllm_engine", "VLLMEngine"),
 )
@@ -41,7 +40,7 @@ _GUARD = pytest.StashKey["Guard"]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "real_engine: the test builds a real SDK-backed engine (OpenAICompatEngine, LlamaCppEngine, VLLMEngine) "
+        "real_engine: the test builds a real SDK-backed engine (OpenAICompatEngine, LlamaServerEngine, VLLMEngine) "
         "on purpose, against a loopback server or a fake SDK; without it, building one fails the test",
     )
 

@@ -27,7 +27,7 @@ def test_optimize_with_the_embedded_model_writes_prompt_artifact_and_trace(tmp_p
     artifact = json.loads((out / "artifact.json").read_text())
     assert prompt and prompt == artifact["prompt"].strip()
     assert artifact["seed"] == 3 and len(artifact["query_order"]) == 2
-    assert artifact["models"]["judge"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert artifact["models"]["judge"].endswith("SmolLM2-135M-Instruct.Q8_0.gguf")
     assert len(artifact["levels"]) == 1 and len(artifact["levels"][0]["candidates"]) >= 1
     roles = artifact["accounting"]["by_role"]
     assert roles["policy"]["usage"]["calls"] >= 2 and roles["judge"]["usage"]["tokens_out"] > 0

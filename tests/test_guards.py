@@ -98,13 +98,13 @@ def test_building_a_real_engine_unmarked_fails_the_test_naming_the_marker(module
 @pytest.mark.real_engine
 @pytest.mark.anyio
 async def test_a_marked_test_builds_real_engines_but_still_reaches_only_loopback(monkeypatch, connection_guard: Guard):
-    from backends.llamacpp import LlamaCppEngine
+    from backends.llama_server import LlamaServerEngine
     from backends.openai_compat import OpenAICompatEngine
     from backends.errors import EngineConfigError
     from schemas.llm import LLMRequest, Message
 
     with pytest.raises(EngineConfigError, match="model file not found"):  # its own constructor ran
-        LlamaCppEngine("/nonexistent/model.gguf")
+        LlamaServerEngine("/nonexistent/model.gguf")
     monkeypatch.setenv("GUARD_KEY", "unused")
     engine = OpenAICompatEngine("m", base_url=f"http://{TEST_NET}:9/v1", api_key_env="GUARD_KEY", timeout_s=5)
     try:

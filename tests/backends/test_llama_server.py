@@ -1,7 +1,7 @@
 """The embedded engine: llama.cpp's own llama-server as a child process of the run.
 
 Fast tests: a missing or broken build is one line saying how to rebuild (also at the command
-line: exit 2, nothing written); the GGUF metadata reader; slots, threads and concurrency.
+line: exit 2, nothing written); slots, threads and concurrency.
 Engine tests (marked `engine`; they start the real server that ./setup.sh builds): the child is
 gone after a normal end, after Ctrl-C and after SIGKILL of its parent (checked by PID), a port
 already in use is handled, the log lands in the run folder, and a judge's structured request is
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
@@ -27,10 +26,10 @@ import pytest
 from agents.judge import judge
 from backends.errors import EngineConfigError
 from backends.ledger import Ledger
-from backends.llama_server import LlamaServerEngine, build, slots_for, threads_for
-from backends.llama_server_gguf import metadata_string, template_of
+from backends import llama_server
+from backends.llama_server import LlamaServerEngine, build, layout_for
 from backends.llama_server_process import BINARY_ENV, binary_path
-from backends.llamacpp import default_model_path
+from backends.gguf import default_model_path
 from backends.registry import backend_concurrency
 from schemas.catalogue import AspectCatalogue
 from schemas.config import BackendConfig
@@ -57,12 +56,19 @@ def test_a_missing_binary_is_one_line_that_says_how_to_rebuild(monkeypatch, tmp_
     assert caught.value.exit_code == 2
 
 
+def fake_binary(folder: Path, script: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A shell script in place of llama-server (`DRPO_LLAMA_SERVER`)."""
+    binary = folder / "llama-server"
+    binary.write_text(f"#!/bin/sh\n{script}\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv(BINARY_ENV, str(binary))
+    return binary
+
+
 @pytest.mark.real_engine  # builds the engine, which stops at its binary
 def test_a_broken_binary_is_one_line_with_its_reason_and_the_rebuild_command(monkeypatch, tmp_path):
-    broken = tmp_path / "llama-server"
-    broken.write_text("#!/bin/sh\necho 'error while loading shared libraries: libllama-server-impl.so' >&2\nexit 127\n")
-    broken.chmod(0o755)
-    monkeypatch.setenv(BINARY_ENV, str(broken))
+    fake_binary(tmp_path, "echo 'error while loading shared libraries: libllama-server-impl.so' >&2\nexit 127",
+                monkeypatch)
     with pytest.raises(EngineConfigError) as caught:
         build(BackendConfig(), None)
     message = str(caught.value)
@@ -80,6 +86,19 @@ def test_a_binary_for_another_machine_is_the_same_line(monkeypatch, tmp_path):
         build(BackendConfig(), None)
 
 
+@pytest.mark.real_engine  # builds the engine; its servers exit at once
+@pytest.mark.anyio
+async def test_servers_that_exit_at_start_are_one_error_not_a_group(monkeypatch, tmp_path):
+    fake_binary(tmp_path, 'if [ "$1" = "--version" ]; then echo "version: 1 (test)"; exit 0; fi\n'
+                          'echo "error: failed to load model" >&2\nexit 3', monkeypatch)
+    engine = LlamaServerEngine(replicas=2)
+    try:
+        with pytest.raises(EngineConfigError, match=r"exited with code 3 before it was ready \(error: failed to load model"):
+            await engine.probe()
+    finally:
+        await engine.aclose()
+
+
 def test_the_command_line_says_it_in_one_line_with_exit_2_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, **{BINARY_ENV: str(tmp_path / "missing"), "DRPO_CACHE_DIR": str(tmp_path / "cache")})
@@ -91,54 +110,28 @@ def test_the_command_line_says_it_in_one_line_with_exit_2_and_writes_nothing(tmp
     assert not out.exists()
 
 
-# --- what the engine reads and sizes ------------------------------------------------------------
+# --- slots, threads and concurrency -------------------------------------------------------------
 
 
-def _gguf(path: Path, pairs: list[tuple[str, int, bytes]]) -> Path:
-    """A GGUF v3 header with `pairs` (key, value type, packed value) and no tensors."""
-    body = b"".join(struct.pack("<Q", len(k)) + k.encode() + struct.pack("<I", kind) + value for k, kind, value in pairs)
-    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + body)
-    return path
+def test_one_single_thread_replica_per_core_unless_the_config_says_otherwise(monkeypatch):
+    monkeypatch.setattr(llama_server, "usable_cores", lambda: 2)
+    assert layout_for(BackendConfig()) == (2, 1, 1)  # (replicas, slots each, threads each)
+    assert layout_for(BackendConfig(max_concurrency=1)) == (1, 1, 1)
+    assert layout_for(BackendConfig(max_concurrency=5)) == (2, 3, 1)  # at least the requests asked for
+    assert layout_for(BackendConfig(n_threads=2)) == (2, 1, 2)
+    monkeypatch.setattr(llama_server, "usable_cores", lambda: 32)
+    assert layout_for(BackendConfig()) == (8, 1, 4)  # at most MAX_REPLICAS; the cores shared out as threads
+    monkeypatch.setattr(llama_server, "usable_cores", lambda: 1)
+    assert layout_for(BackendConfig()) == (1, 1, 1)
 
 
-def _text(value: str) -> bytes:
-    return struct.pack("<Q", len(value.encode())) + value.encode()
-
-
-def test_the_shipped_model_has_a_chat_template_that_takes_a_system_message():
-    info = template_of(default_model_path())
-    assert info.known and info.present and info.accepts_system and info.fingerprint
-
-
-def test_the_template_is_found_past_other_metadata_and_a_base_model_has_none(tmp_path):
-    words = struct.pack("<IQ", 8, 2) + _text("a") + _text("bc")  # an array of two strings
-    template = "{% for m in messages %}{{ m.content }}{% endfor %}"
-    chat = _gguf(tmp_path / "chat.gguf", [("general.name", 8, _text("x")), ("tokenizer.ggml.tokens", 9, words),
-                                          ("general.file_type", 4, struct.pack("<I", 3)),
-                                          ("tokenizer.chat_template", 8, _text(template))])
-    assert metadata_string(chat, "tokenizer.chat_template") == template
-    base = _gguf(tmp_path / "base.gguf", [("general.name", 8, _text("x")),
-                                          ("general.scores", 9, struct.pack("<IQ", 6, 2) + b"\0" * 8)])
-    assert metadata_string(base, "tokenizer.chat_template") is None
-    assert template_of(base).known and not template_of(base).present  # `auto` prompts it in completion mode
-
-
-def test_a_file_that_is_not_gguf_or_is_cut_short_is_a_clear_error(tmp_path):
-    (tmp_path / "x.gguf").write_text("hello")
-    with pytest.raises(EngineConfigError, match="not a GGUF"):
-        metadata_string(tmp_path / "x.gguf", "tokenizer.chat_template")
-    cut = _gguf(tmp_path / "cut.gguf", [("general.name", 8, _text("a model name"))])
-    cut.write_bytes(cut.read_bytes()[:24 + 8 + 5])  # ends inside the first key
-    with pytest.raises(EngineConfigError, match="cannot read the metadata"):
-        metadata_string(cut, "tokenizer.chat_template")
-
-
-def test_slots_and_threads_follow_the_machine_or_the_config():
-    cores = len(os.sched_getaffinity(0))
-    assert slots_for(BackendConfig()) == max(2, 2 * cores)
-    assert slots_for(BackendConfig(max_concurrency=3)) == 3
-    assert threads_for(BackendConfig()) == max(1, cores - 1)
-    assert threads_for(BackendConfig(n_threads=4)) == 4
+@pytest.mark.real_engine  # builds the engine, which stops at its binary
+def test_the_engines_concurrency_is_every_replicas_slots(monkeypatch, tmp_path):
+    fake_binary(tmp_path, "echo 'version: 1 (test)'", monkeypatch)
+    monkeypatch.setattr(llama_server, "usable_cores", lambda: 2)
+    engine = build(BackendConfig(max_concurrency=6), None)
+    assert len(engine.replicas) == 2 and engine.concurrency == 6
+    assert backend_concurrency(BackendConfig(max_concurrency=6), engine) == 6
 
 
 def test_the_backends_concurrency_is_the_engines_slot_count():
@@ -146,8 +139,8 @@ def test_the_backends_concurrency_is_the_engines_slot_count():
         concurrency = 6
 
     assert backend_concurrency(BackendConfig(kind="embedded"), Slots()) == 6  # type: ignore[arg-type]
-    assert backend_concurrency(BackendConfig(kind="llamacpp")) == 1  # the in-process llama.cpp
-    assert backend_concurrency(BackendConfig(kind="openai", max_concurrency=5, base_urls=["http://a", "http://b"])) == 10
+    assert backend_concurrency(BackendConfig(kind="openai", max_concurrency=5, base_urls=["http://a", "http://b"]),
+                               object()) == 10  # type: ignore[arg-type]
 
 
 # --- the real server ----------------------------------------------------------------------------
@@ -169,19 +162,25 @@ def gone_within(pid: int, seconds: float) -> bool:
     return not alive(pid)
 
 
-def server_child_of(parent: int, within_s: float = 90.0) -> int:
-    """The PID of the llama-server that `parent` started (found in /proc by parent PID)."""
+def server_children_of(parent: int, within_s: float = 90.0) -> list[int]:
+    """The PIDs of the llama-servers that `parent` started, once there are as many as the machine
+    gets replicas (found in /proc by parent PID)."""
+    expected = layout_for(BackendConfig())[0]
     deadline = time.monotonic() + within_s
+    found: list[int] = []
     while time.monotonic() < deadline:
+        found = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 name, rest = stat.read_text().rsplit(")", 1)
             except (OSError, ValueError):
                 continue
             if int(rest.split()[1]) == parent and name.endswith("(llama-server"):
-                return int(stat.parent.name)
+                found.append(int(stat.parent.name))
+        if len(found) >= expected:
+            return found
         time.sleep(0.1)
-    pytest.fail(f"process {parent} started no llama-server within {within_s:g} s")
+    pytest.fail(f"process {parent} started {len(found)} of {expected} llama-servers within {within_s:g} s")
 
 
 
@@ -205,6 +204,37 @@ async def test_the_server_runs_in_its_own_group_until_aclose_and_is_gone_after_i
     assert "listening on" in (tmp_path / "llama-server.log").read_text()
 
 
+@pytest.mark.anyio
+@pytest.mark.engine
+@needs_server
+async def test_calls_in_flight_together_go_to_different_replicas_and_every_replica_stops(tmp_path):
+    engine = LlamaServerEngine(replicas=2, n_ctx=1024)
+    ledger = Ledger()
+    backend = stack(engine, ledger=ledger, max_concurrency=engine.concurrency)
+    served: list[int] = []
+
+    async def ask(text: str) -> None:
+        request = LLMRequest(role="policy", messages=[Message(role="user", content=text)],
+                             sampling=Sampling(max_tokens=24, seed=1))
+        assert (await backend.complete(request)).choices[0].text
+        served.append(len(served))
+
+    try:
+        await engine.probe()
+        pids = engine.pids
+        assert len(set(pids)) == 2 and all(alive(pid) for pid in pids)
+        engine.log_into(tmp_path)
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask, "Name a colour.")
+            group.start_soon(ask, "Name an animal.")
+    finally:
+        await engine.aclose()
+    assert len(served) == 2 and ledger.by_role()["policy"].usage.calls == 2
+    assert not any(alive(pid) for pid in pids)
+    logs = [tmp_path / "llama-server.log", tmp_path / "llama-server.2.log"]
+    assert all("prompt eval time" in log.read_text() for log in logs)  # each replica answered one call
+
+
 def _run_cli(tmp_path: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, DRPO_CACHE_DIR=str(tmp_path / "cache"))
     return subprocess.Popen([sys.executable, "run.py", "optimize", "--demo", *CLI_ENGINE, "--out", str(tmp_path / "run")],
@@ -216,7 +246,7 @@ def _run_cli(tmp_path: Path) -> subprocess.Popen[str]:
 @needs_server
 def test_the_server_is_gone_after_ctrl_c_of_a_run(tmp_path):
     run = _run_cli(tmp_path)
-    pid = server_child_of(run.pid)
+    pids = server_children_of(run.pid)
     log = tmp_path / "run" / "llama-server.log"
     deadline = time.monotonic() + 120
     while not log.is_file() and run.poll() is None and time.monotonic() < deadline:
@@ -224,7 +254,7 @@ def test_the_server_is_gone_after_ctrl_c_of_a_run(tmp_path):
     assert log.is_file(), run.stderr.read() if run.poll() is not None and run.stderr else "no log"
     run.send_signal(signal.SIGINT)
     assert run.wait(60) != 0
-    assert gone_within(pid, 10)
+    assert all(gone_within(pid, 10) for pid in pids)
     assert "listening on" in log.read_text()
 
 
@@ -232,10 +262,10 @@ def test_the_server_is_gone_after_ctrl_c_of_a_run(tmp_path):
 @needs_server
 def test_the_server_does_not_outlive_its_parent_killed_with_sigkill(tmp_path):
     run = _run_cli(tmp_path)
-    pid = server_child_of(run.pid)
+    pids = server_children_of(run.pid)
     run.kill()
     run.wait(30)
-    assert gone_within(pid, 10)
+    assert all(gone_within(pid, 10) for pid in pids)
 
 
 PARENT = """

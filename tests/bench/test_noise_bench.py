@@ -76,3 +76,30 @@ def test_the_section_replaces_its_old_self_between_the_markers(tmp_path):
     write_section(md, results)
     text = md.read_text()
     assert text.startswith("head\n") and text.endswith(f"{END}\ntail\n") and "old figures" not in text
+
+
+def test_the_selection_rules_are_set_side_by_side_where_all_three_were_measured():
+    from bench.noise_report import selector_line
+
+    rows = [row("paper", 1.0, (1.0, 1.0), 1.0), row("best_last", 0.8, (0.6, 1.0), 1.0),
+            row("smoothed", 0.7, (0.5, 0.9), 1.0), row("panel2", 0.6, (0.4, 0.8), 1.4),
+            row("best_last+panel2", 0.5, (0.3, 0.7), 1.4)]
+    line = selector_line(rows)
+    assert line is not None and "one judge: paper 1.00 [1.00, 1.00], best_last 0.80 [0.60, 1.00], smoothed 0.70" in line
+    assert "panel of two" not in line  # smoothed+panel2 was not measured
+    assert selector_line(rows[:2]) is None
+
+
+def test_a_section_whose_start_marker_another_writer_dropped_is_replaced_not_doubled(tmp_path):
+    from bench.noise_report import HEADING
+
+    out, md = tmp_path / "noise.json", tmp_path / "RESULTS.md"
+    main(["--runs", "1", "--noise", "1.0", "--only", "paper", "--workers", "1", "--out", str(out),
+          "--results-md", str(md)])
+    written = md.read_text()
+    damaged = "## Serve\n\nits rows\n" + written.split(START + "\n", 1)[1] + "\n## After\n"  # the marker gone
+    md.write_text(damaged)
+    main(["--report-only", "--out", str(out), "--results-md", str(md)])
+    text = md.read_text()
+    assert text.count(HEADING) == 1 and text.count(START) == 1 and text.count(END) == 1
+    assert text.startswith("## Serve\n\nits rows\n" + START) and text.endswith("\n## After\n")

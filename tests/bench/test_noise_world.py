@@ -106,3 +106,11 @@ async def test_remedies_spend_the_calls_they_promise():
     judge_calls = (paper.calls - 3) // 2  # criteria 3 queries; the rest is policy + judge + rewriter
     assert panel.calls > paper.calls + judge_calls // 2
     assert validated.calls == paper.calls + 2 * 2 * 2 + 2  # 2 finalists x 2 queries x (policy + judge) + criteria
+
+
+async def test_smoothing_with_gain_one_is_best_last_in_the_same_world():
+    settings = WorldSettings()
+    for seed in range(3):
+        greedy = await run_once(settings, Remedy("best_last", {"selector": "best_last"}), seed, SMALL)
+        k1 = await run_once(settings, Remedy("k1", {"selector": "smoothed", "smoothing": 1.0}), seed, SMALL)
+        assert k1 == greedy

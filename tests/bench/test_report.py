@@ -52,7 +52,8 @@ def test_every_command_in_how_to_run_exists_with_the_flags_it_shows(capsys):
     commands = [line for line in HOW_TO_RUN.splitlines() if line.startswith("python -m bench.")]
     assert {c.split()[2] for c in commands} == {"bench.run_bench", "bench.overhead", "bench.sim_engine", "bench.calls",
                                                "bench.serve_bench", "bench.serve_report", "bench.demo_bench",
-                                               "bench.embedded_bench", "bench.llama_server_probe", "bench.noise_bench"}
+                                               "bench.embedded_bench", "bench.llama_server_probe", "bench.llama_encodings",
+                                               "bench.noise_bench"}
     for command in commands:
         module = importlib.import_module(command.split()[2])
         with pytest.raises(SystemExit) as exit_:

@@ -51,6 +51,10 @@ def test_a_short_run_answers_every_request_on_every_path_and_reports_the_figures
     rewritten = results_md.read_text()
     assert "old figures" not in rewritten and rewritten.count(HEADING) == 1
     assert rewritten.startswith("# Benchmark") and rewritten.endswith("## Next section\n\nkept\n")
+    marked = "<!-- noise-bench:start -->\n## Selection\n\nkept\n<!-- noise-bench:end -->\n"
+    results_md.write_text(f"# Benchmark\n\n{HEADING} (old)\n\nold figures\n\n{marked}")
+    write(results_md)  # another benchmark's section begins with its marker: the marker is kept
+    assert "old figures" not in results_md.read_text() and results_md.read_text().endswith(f"\n\n{marked}")
 
 
 def test_the_direct_body_is_what_serve_sends_the_engine():

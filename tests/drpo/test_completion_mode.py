@@ -9,7 +9,7 @@ import re
 import pytest
 
 from agents.formatting import STOPS, build_policy_prompt
-from backends.llamacpp import LlamaCppEngine
+from backends.llama_server import LlamaServerEngine
 from drpo.api import AlignedModel
 from drpo.cli import main
 from drpo.runner import OptimizeOptions, optimize
@@ -94,15 +94,15 @@ async def test_a_completion_artifact_is_not_answered_under_a_chat_template_unles
 async def test_the_embedded_model_in_completion_mode_gets_raw_text(tmp_path):
     sent: list = []
 
-    class Recording(LlamaCppEngine):
+    class Recording(LlamaServerEngine):
         async def complete(self, request):  # type: ignore[no-untyped-def]
             sent.append(request)
             return await super().complete(request)
 
-    def factory(config: BackendConfig, model: str | None) -> LlamaCppEngine:
-        return Recording(model, n_ctx=config.n_ctx, n_threads=config.n_threads)
+    def factory(config: BackendConfig, model: str | None) -> LlamaServerEngine:
+        return Recording(model, slots=2, n_ctx=config.n_ctx, threads=ONE_THREAD, timeout_s=config.timeout_s)
 
-    backend = BackendConfig(policy_mode="completion", n_threads=ONE_THREAD)
+    backend = BackendConfig(policy_mode="completion")
     config = RunConfig(search=SearchConfig(depth=1, beam=1, actions=1, k=1), backends={"default": backend},
                        roles={"policy": RoleConfig(max_tokens=48), "criteria": RoleConfig(max_tokens=300),
                               "judge": RoleConfig(max_tokens=300)})

