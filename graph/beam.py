@@ -31,7 +31,7 @@ from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
 from langgraph.types import Send
 
-from backends.errors import CallFailed, EmptyOutput, InvalidOutput, TruncatedOutput
+from backends.errors import TRANSPORT_KINDS, CallFailed, EmptyOutput, InvalidOutput, TruncatedOutput
 from graph.context import RunContext
 from graph.fanout import gather
 from graph.records import ROOT, put_candidates, put_level
@@ -123,8 +123,9 @@ def _root_failed(failure: CallFailed) -> RootNotEvaluated:
     elif kinds & OUTPUT_KINDS:
         fix = ("the engine's answers were unusable, and the run's journal (and the shared cache) would replay them: "
                "fix the cause (a truncated answer: raise max_tokens) and start over with --force --no-cache")
-    else:
-        fix = "nothing of it was checkpointed: resume once the engine answers, and the root is evaluated again"
+    else:  # lost at the transport level: the same diagnosis as the outage layer's, whichever comes first
+        down = "is the engine up? " if kinds <= TRANSPORT_KINDS else ""
+        fix = f"{down}nothing of it was checkpointed: resume once the engine answers, and the root is evaluated again"
     resumable = not ("budget" in kinds or kinds & OUTPUT_KINDS)
     return RootNotEvaluated(f"the initial prompt could not be evaluated ({failure}); {fix}", resumable=resumable)
 

@@ -416,6 +416,7 @@ def test_a_root_whose_judge_always_fails_is_never_checkpointed(tmp_path, world, 
     assert main(optimize_argv(out, "--no-cache", train=train)) == 1
     line = error_line(capsys)
     assert "the initial prompt could not be evaluated" in line and "--resume" in line
+    assert "is the engine up?" in line  # lost at the transport level: said as the outage layer says it
     failing = False
     assert main(["optimize", "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
     assert (out / "prompt.txt").read_text() == (tmp_path / "reference" / "prompt.txt").read_text()
