@@ -201,7 +201,7 @@ class OpenAICompatEngine:
         tls = _tls() if self.base_url.startswith("https:") else True  # the CA bundle, built once
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ssl=tls), headers=self._headers,
-            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False, trust_env=not _loopback(self.base_url),
             timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(10.0, self.timeout_s)))
         self._loop = loop
         if old is not None and old_loop is not None and old_loop.is_closed():
@@ -226,6 +226,13 @@ def _loads(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:  # orjson refuses a lone surrogate escape, which JSON allows
         return json.loads(raw)  # anything else invalid raises here too (a ValueError: InvalidOutput)
+
+
+def _loopback(url: str) -> bool:
+    """A server on this machine: reached directly, never through the environment's proxy (as the
+    SDK's client did, a remote one goes through HTTP(S)_PROXY unless NO_PROXY names it)."""
+    host = (urlparse(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _shown(url: str) -> str:

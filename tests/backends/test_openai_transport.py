@@ -13,8 +13,10 @@ garbage, status and broken connection is in tests/hostile.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import warnings
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import anyio
@@ -25,7 +27,7 @@ from backends.errors import RateLimited, TransportFault
 from backends.openai_compat import OpenAICompatEngine
 from schemas.llm import LLMRequest, Message, Sampling
 from schemas.outputs import RewriteOutput
-from tests.backends.stub_server import StubServer, completion, stub  # noqa: F401 - the fixture
+from tests.backends.stub_server import StubServer, completion, serve_loopback, stub  # noqa: F401 - the fixture
 from tests.hostile.calls import KEY, KEY_ENV, call, chat_request, text_request
 from tests.hostile.servers import chat, error, send, serving, text_completion
 
@@ -145,3 +147,39 @@ def test_one_engine_answers_from_one_event_loop_after_another_without_warnings(s
     assert texts == ["fine"] * 3 and len(stub.seen) == 3
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert "Unclosed" not in caplog.text
+
+
+async def test_a_remote_server_is_reached_through_the_environments_proxy_and_loopback_never_is(monkeypatch):
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            seen.append(self.path)  # a proxy is asked for the absolute URL
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps(completion("via the proxy")).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet
+            pass
+
+    monkeypatch.setenv("PROXY_TEST_KEY", "k")
+    with serve_loopback(Proxy) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.removesuffix("/v1"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        remote = OpenAICompatEngine("m", base_url="http://models.example/v1", api_key_env="PROXY_TEST_KEY")
+        try:
+            result = await remote.complete(LLMRequest(role="policy", messages=[Message(role="user", content="hi")]))
+        finally:
+            await remote.aclose()
+        assert result.choices[0].text == "via the proxy"
+        assert seen == ["http://models.example/v1/chat/completions"]
+        local = OpenAICompatEngine("m", base_url=proxy, api_key_env="PROXY_TEST_KEY")  # loopback: direct
+        try:
+            await local.complete(LLMRequest(role="policy", messages=[Message(role="user", content="hi")]))
+        finally:
+            await local.aclose()
+        assert seen[1] == "/v1/chat/completions"  # asked as a server, not as a proxy
