@@ -174,8 +174,8 @@ class LlamaServerEngine:
         except TransportFault:
             if (code := replica.server.exited()) is not None:  # no retry reaches a server that is gone
                 raise EngineUnavailable(f"the embedded engine's llama-server exited with code {code} "
-                                        f"({replica.server.last_line()}); its log: {replica.server.log_path}; "
-                                        "run again with --resume") from None
+                                        f"({replica.server.last_line()}); its log: {replica.server.log_path}"
+                                        ) from None  # the command line adds how to continue (optimize: --resume)
             raise
         finally:
             replica.in_flight -= 1

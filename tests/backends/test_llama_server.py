@@ -24,7 +24,7 @@ import anyio
 import pytest
 
 from agents.judge import judge
-from backends.errors import EngineConfigError
+from backends.errors import EngineConfigError, EngineUnavailable
 from backends.ledger import Ledger
 from backends import llama_server
 from backends.llama_server import LlamaServerEngine, build, layout_for
@@ -233,6 +233,24 @@ async def test_calls_in_flight_together_go_to_different_replicas_and_every_repli
     assert not any(alive(pid) for pid in pids)
     logs = [tmp_path / "llama-server.log", tmp_path / "llama-server.2.log"]
     assert all("prompt eval time" in log.read_text() for log in logs)  # each replica answered one call
+
+
+@pytest.mark.anyio
+@pytest.mark.engine
+@needs_server
+async def test_a_server_killed_mid_run_is_engine_unavailable_naming_its_log(tmp_path):
+    engine = LlamaServerEngine(n_ctx=1024)
+    request = LLMRequest(role="policy", messages=[Message(role="user", content="Say hi.")],
+                         sampling=Sampling(max_tokens=8, seed=1))
+    try:
+        await engine.probe()
+        engine.log_into(tmp_path)
+        os.kill(engine.pid, signal.SIGKILL)
+        assert gone_within(engine.pid, 10)
+        with pytest.raises(EngineUnavailable, match=r"llama-server exited with code -9 .*its log: .*llama-server\.log$"):
+            await engine.complete(request)
+    finally:
+        await engine.aclose()
 
 
 def _run_cli(tmp_path: Path) -> subprocess.Popen[str]:
