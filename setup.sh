@@ -14,5 +14,5 @@ PYTHON=${PYTHON:-python3}
 # ~/.cache/drpo/llama-server (a later install copies it in seconds); see the script.
 VENV=.venv scripts/build_llama_server.sh
 # The bundled model as Q8_0, which llama.cpp reads twice as fast on a CPU (backends/gguf_q8.py); once per machine.
-.venv/bin/python -m backends.gguf_q8
+.venv/bin/python -m backends.gguf
 echo "setup done: .venv is ready"

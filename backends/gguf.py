@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
@@ -108,3 +109,15 @@ def _skip(f: BinaryIO, kind: int) -> None:
                 _skip(f, item)
     else:
         f.seek(struct.calcsize("<" + _FIXED[kind]), 1)
+
+
+def main() -> int:
+    """`python -m backends.gguf`: make the bundled model's Q8_0 copy now (./setup.sh runs this)."""
+    source = default_model_path()
+    made = q8_model(source)
+    print(f"embedded model: {made}" + ("" if made != source else " (no Q8_0 copy: see the warning above)"))
+    return 0 if made != source else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

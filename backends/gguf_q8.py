@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 from telemetry.logs import get_logger
@@ -103,17 +102,3 @@ def reencode(source: Path, target: Path) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
-
-
-def main() -> int:
-    """`python -m backends.gguf_q8`: make the bundled model's copy (./setup.sh runs this)."""
-    from backends.gguf import default_model_path
-
-    source = default_model_path()
-    made = q8_model(source)
-    print(f"embedded model: {made}" + ("" if made != source else " (no Q8_0 copy: see the warning above)"))
-    return 0 if made != source else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
