@@ -57,9 +57,10 @@ def layout_for(config: BackendConfig) -> tuple[int, int, int]:
     it, is the requests in flight in all (spread over at most that many replicas); `n_threads`
     sets the threads of each."""
     cores = usable_cores()
-    wanted = config.max_concurrency if "max_concurrency" in config.model_fields_set else cores
+    explicit = "max_concurrency" in config.model_fields_set
+    wanted = config.max_concurrency if explicit else cores
     replicas = max(1, min(wanted, cores, MAX_REPLICAS))
-    slots = math.ceil(wanted / replicas) if "max_concurrency" in config.model_fields_set else 1
+    slots = math.ceil(wanted / replicas) if explicit else 1
     threads = config.n_threads or (max(1, cores // replicas) if cores > MAX_REPLICAS else 1)
     return replicas, slots, threads
 
