@@ -28,8 +28,23 @@ def calls_per_answer(config: RunConfig) -> tuple[int, int]:
 
 def _judging(config: RunConfig) -> str:
     samples, members = calls_per_answer(config)
-    return (f"each answer judged {samples * members} times ({samples} sample{'s' * (samples > 1)} x "
+    said = (f"each answer judged {samples * members} times ({samples} sample{'s' * (samples > 1)} x "
             f"{members} judge{'s' * (members > 1)})")
+    if config.search.panel_on_demand:
+        said += f", on demand: the first call for every answer, the rest for the {config.search.panel_on_demand} " \
+                "best of each level and newcomers to the beam"
+    return said
+
+
+def on_demand_calls(search: SearchConfig, blocks: int, calls: int) -> int:
+    """Judge calls of `panel_on_demand` beyond one per answer, about: the root's whole panel, and
+    per level the rest (`calls` - 1 each) for the K best and up to a beam of newcomers (a beam
+    whose newcomers keep changing it asks more, at most the whole panel)."""
+    width, extra = 1, calls - 1
+    for _ in range(blocks - 1):
+        extra += min(width * search.actions, search.panel_on_demand + search.beam) * (calls - 1)
+        width = min(search.beam, search.actions * width)
+    return extra
 
 
 def held_out_count(search: SearchConfig) -> int:
@@ -70,7 +85,10 @@ def project_options(config: RunConfig, queries: int) -> dict[str, Projected]:
         blocks = p.queries // search.queries_per_level
         finalists = final_width(search, blocks) + (blocks - 1 if search.validate_levels else 0)
         validation = n + finalists * n * (1 + samples * members) if n else 0
-        out[name] = Projected(paper=p.total, judging=p.judge * (samples * members - 1), validation=validation)
+        judging = p.judge * (samples * members - 1)  # the whole panel on every answer: at most
+        if search.panel_on_demand:
+            judging = min(judging, on_demand_calls(search, blocks, samples * members))
+        out[name] = Projected(paper=p.total, judging=judging, validation=validation)
     return out
 
 

@@ -34,6 +34,7 @@ from langgraph.types import Send
 from backends.errors import TRANSPORT_KINDS, CallFailed, EmptyOutput, InvalidOutput, TruncatedOutput
 from graph.context import RunContext
 from graph.fanout import gather
+from graph.panel_on_demand import on_demand, settle
 from graph.records import ROOT, put_candidates, put_level
 from graph.roles import answer, criteria_for, judge_response, prefetch_criteria, rewrite
 from graph.selectors import find_selector
@@ -56,10 +57,11 @@ progress = get_logger("drpo.progress")
 
 async def evaluate(ctx: RunContext, prompt: str, query_index: int) -> Evaluation:
     """Answer one query under `prompt` and judge it. Criteria (usually prefetched) and the answer
-    are awaited together; the judge starts as soon as both are there."""
+    are awaited together; the judge starts as soon as both are there (its first call alone with
+    `panel_on_demand`: keep_top asks the rest where it matters, graph/panel_on_demand.py)."""
     query = ctx.queries[query_index]
     criteria, response = await gather(criteria_for(ctx, query), answer(ctx, prompt, query))
-    judgement = await judge_response(ctx, query, response.text, criteria)
+    judgement = await judge_response(ctx, query, response.text, criteria, first_only=on_demand(ctx))
     return Evaluation(
         query_index=query_index, query=query, response=response.text, scores=judgement.scores, reward=judgement.reward,
         samples=judgement.samples, judges=judgement.judges,
@@ -219,6 +221,8 @@ async def keep_top(state: BeamState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     selector = find_selector(ctx.config.search.selector)
     children = sorted(state["children"], key=lambda c: c.order)
+    if on_demand(ctx):  # the rest of the judge panel for the candidates that can change the beam
+        children = await settle(ctx, _store(runtime), selector, children, state["beam"])
     max_depth, bumped = _bump_depth(ctx, state["max_depth"], children)
     scored = [c.node for c in children if c.node is not None]
     beam = selector.next_beam(scored, state["beam"], ctx.config.search) if scored else []

@@ -13,6 +13,9 @@ the per-call rewards, each call's scores joined by the critics'. The scores kept
 critique (and its skip rule) are those of the call nearest that mean, since integer aspect scores
 cannot hold a mean. With one judge asked once this is exactly the paper's single call.
 
+With `[search] panel_on_demand` the search asks the first call alone of every candidate and the
+rest (`rest_verdict`) only of those that can change the beam (graph/panel_on_demand.py).
+
 Curation (stage "examples") keeps the single judgement it sums scores from: one call, at the
 judge's own sampling, to the judge role's engine (the first panel member).
 """
@@ -93,24 +96,53 @@ async def single_verdict(ctx: RunContext, request: JudgeRequest) -> PanelJudgeme
                           judges=[ctx.backends.name_of("judge")])
 
 
-async def panel_verdict(ctx: RunContext, request: JudgeRequest, critics: list[Awaitable[Judgement]]) -> PanelJudgement:
-    """Every judge's samples and the critics, all in flight; their mean. A call that fails every
-    attempt fails the verdict (`CallFailed`), so the answer is dropped, never scored on the rest."""
+Call = tuple[str, int, Engine, Sampling]
+"""One judge call of a verdict: the member's `backend:model`, the sample's index, its stack, its sampling."""
+
+
+def judge_calls(ctx: RunContext) -> list[Call]:
+    """Every call of a full verdict, member by member, sample by sample; the first is the judge
+    role's own engine at its first sample (what `panel_on_demand` asks of every candidate)."""
     samplings = sample_settings(ctx)
-    calls = [(name, i, engine, sampling) for name, engine in ctx.backends.panel("judge")
-             for i, sampling in enumerate(samplings)]
-    if len(calls) == 1:  # the paper's single call: no judge labels on its trace lines
-        asked = [_one(ctx, calls[0][2], calls[0][3], request)]
-    else:
+    return [(name, i, engine, sampling) for name, engine in ctx.backends.panel("judge")
+            for i, sampling in enumerate(samplings)]
+
+
+async def panel_verdict(ctx: RunContext, request: JudgeRequest, critics: list[Awaitable[Judgement]],
+                        first_only: bool = False) -> PanelJudgement:
+    """Every judge's samples and the critics, all in flight; their mean. A call that fails every
+    attempt fails the verdict (`CallFailed`), so the answer is dropped, never scored on the rest.
+    `first_only`: the first call alone (`panel_on_demand`; `rest_verdict` may add the others)."""
+    calls = judge_calls(ctx)
+    return await _asked(ctx, request, critics, calls[:1] if first_only else calls, labelled=len(calls) > 1)
+
+
+async def rest_verdict(ctx: RunContext, request: JudgeRequest, critics: list[Awaitable[Judgement]],
+                       first: PanelJudgement) -> PanelJudgement:
+    """The calls `first_only` left out, joined to the `first` verdict: the full panel's verdict, as
+    if asked at once. Only the new calls' usage is counted. The critics are asked again with them:
+    the state keeps the first verdict's scores joined, not the critics' apart (a computed critic is
+    free, and a model-backed one at temperature 0 answers the same, from the cache when one is on)."""
+    return await _asked(ctx, request, critics, judge_calls(ctx)[1:], labelled=True, before=first)
+
+
+async def _asked(ctx: RunContext, request: JudgeRequest, critics: list[Awaitable[Judgement]], calls: list[Call],
+                 *, labelled: bool, before: PanelJudgement | None = None) -> PanelJudgement:
+    """Ask `calls` and the critics together; the mean over `before`'s calls (a first-only verdict:
+    its scores are its one call's) and these; the usage is these calls' alone."""
+    if labelled:
         asked = [_labelled(ctx, name, i, engine, sampling, request) for name, i, engine, sampling in calls]
+    else:  # the paper's single call: no judge labels on its trace lines
+        asked = [_one(ctx, calls[0][2], calls[0][3], request)]
     results = await gather(*asked, *critics)
-    joined = []
+    joined = [] if before is None else [Judgement(scores=before.scores)]
     for verdict in results[: len(calls)]:
         for extra in results[len(calls):]:
             verdict = verdict.merged(extra)
         joined.append(verdict)
-    samples = [v.reward for v in joined]
+    samples = ([] if before is None else before.samples) + [v.reward for v in joined[len(joined) - len(calls):]]
     mean = fmean(samples)
     nearest = min(joined, key=lambda v: abs(v.reward - mean))
     usage = sum((v.usage for v in results), start=Usage())
-    return PanelJudgement(scores=nearest.scores, usage=usage, samples=samples, judges=[c[0] for c in calls])
+    judges = ([] if before is None else before.judges) + [c[0] for c in calls]
+    return PanelJudgement(scores=nearest.scores, usage=usage, samples=samples, judges=judges)

@@ -30,7 +30,7 @@ from agents.policy import generate_response
 from agents.rewriter import rewrite_prompt
 from backends.errors import CallFailed
 from graph.context import RunContext
-from graph.judge_panel import PanelJudgement, panel_verdict, single_verdict
+from graph.judge_panel import PanelJudgement, panel_verdict, rest_verdict, single_verdict
 from graph.trace import traced
 from schemas.config import ROLES, RunConfig
 from schemas.critics import LengthRequest
@@ -146,19 +146,32 @@ async def answer(ctx: RunContext, prompt: str, query: str) -> PolicyResponse:
 
 
 async def judge_response(
-    ctx: RunContext, query: str, response: str, criteria: CriteriaSelection, stage: Stage = "prompt"
+    ctx: RunContext, query: str, response: str, criteria: CriteriaSelection, stage: Stage = "prompt",
+    first_only: bool = False,
 ) -> PanelJudgement:
     """The judge's verdict, joined by every configured critic's (all in flight together).
 
     Critics join the prompt stage only; curation is judged by the critic persona alone. The prompt
     stage asks `judge_samples` calls of each panel member and averages them (graph/judge_panel.py;
-    one call by default, the paper's); curation asks one judge once."""
+    one call by default, the paper's), or only the first of them with `first_only`
+    (`panel_on_demand`); curation asks one judge once."""
     request = JudgeRequest(
         query=query, response=response, aspects=criteria.aspects, reasoning=criteria.reasoning, stage=stage
     )
     if stage == "prompt":
-        return await panel_verdict(ctx, request, [CRITICS[name].run(request, ctx) for name in ctx.config.critics])
+        return await panel_verdict(ctx, request, _critics(ctx, request), first_only)
     return await single_verdict(ctx, request)
+
+
+async def judge_rest(ctx: RunContext, query: str, response: str, first: PanelJudgement) -> PanelJudgement:
+    """The rest of the panel on an answer `first_only` judged: the full verdict (graph/panel_on_demand.py)."""
+    criteria = await criteria_for(ctx, query)  # the selection the first call was asked with, from the cache
+    request = JudgeRequest(query=query, response=response, aspects=criteria.aspects, reasoning=criteria.reasoning)
+    return await rest_verdict(ctx, request, _critics(ctx, request), first)
+
+
+def _critics(ctx: RunContext, request: JudgeRequest) -> list[Awaitable[Judgement]]:
+    return [CRITICS[name].run(request, ctx) for name in ctx.config.critics]
 
 
 async def improve_answer(ctx: RunContext, request: AnswerRewriteRequest, round_: int) -> AnswerRewrite:

@@ -187,6 +187,11 @@ class SearchConfig(_Strict):
     """K of the `smoothed` selector, for a reward resting on one judge verdict: it ranks by the path's
     rewards smoothed exponentially, s = (1 - K) s + K y (graph/selectors/smoothed.py says why 0.4);
     1 is `best_last`, a small K leans on the ancestors."""
+    panel_on_demand: Whole = Field(default=0, ge=0)
+    """K: with a judge panel (or `judge_samples` > 1), every candidate is judged by the first call
+    only, and the rest of the panel is asked for the level's K best candidates by the selector's
+    score, then for any other candidate that enters the next beam, so the beam is only ever chosen
+    on full-panel means (graph/panel_on_demand.py says why). 0 = the whole panel judges every answer."""
     validation: Whole = Field(default=0, ge=0)
     """N (`--validate N`): the final beam's prompts answer N held-out queries and the best
     validation mean is delivered (graph/validation.py); 0 = the paper, no validation. (Not named
@@ -202,6 +207,9 @@ class SearchConfig(_Strict):
         if self.validate_levels and not (self.validation or self.validation_file):
             raise ValueError("validate_levels needs held-out queries: set validation = N (--validate N) "
                              "or validation_file (--val FILE)")
+        if self.panel_on_demand and self.queries_per_level > 1:
+            raise ValueError("panel_on_demand re-judges a candidate's one answer: it needs queries_per_level = 1; "
+                             "set panel_on_demand = 0 or queries_per_level = 1")
         return self
 
     @property

@@ -60,6 +60,20 @@ async def test_the_options_ask_no_more_than_projected_and_the_summary_counts_the
     assert f"{artifact.best.node_id} *" in summary and "* delivered: the best validation mean" in summary
 
 
+async def test_a_panel_on_demand_asks_fewer_calls_than_the_whole_panel_and_no_more_than_projected(tmp_path):
+    wider = {**SETTINGS, "actions": 3}  # 3 and 6 candidates a level, of which the beam keeps 2
+    full = await run(tmp_path / "full", DRPOScript(propose=lineage), judge_samples=2, **wider)
+    script = DRPOScript(propose=lineage)
+    artifact = await run(tmp_path / "demand", script, judge_samples=2, panel_on_demand=1, **wider)
+    (projected,) = [p for name, p in project_options(artifact.config, len(QUERIES)).items() if name == "no skips"]
+    (whole,) = [p for name, p in project_options(full.config, len(QUERIES)).items() if name == "no skips"]
+    assert projected.judging < whole.judging
+    judged = sum(len(c.verdicts) for c in artifact.candidates)
+    assert judged < script.calls["judge"] <= judged + projected.judging < full.accounting.by_role["judge"].usage.calls
+    assert "on demand: the first call for every answer, the rest for the 1 best" in format_options(artifact.config,
+                                                                                                  len(QUERIES))
+
+
 async def test_the_paper_s_settings_add_nothing_to_the_summary_or_the_projection(tmp_path):
     artifact = await run(tmp_path, DRPOScript(propose=lineage), **SETTINGS)
     assert spent_lines(artifact) == [] and format_options(artifact.config, len(QUERIES)) == ""
