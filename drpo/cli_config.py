@@ -34,7 +34,7 @@ DEMO_ROLES = {
 }
 
 SEARCH_FLAGS = ("depth", "max_depth_increase", "beam", "actions", "k", "seed", "queries_per_level", "selector",
-                "judge_samples", "validation", "validate_levels", "validation_file")
+                "judge_samples", "panel_on_demand", "validation", "validate_levels", "validation_file")
 """`optimize` flags that set the `[search]` key of the same name."""
 
 

@@ -114,6 +114,9 @@ def _optimize(sub: argparse._SubParsersAction) -> None:
                      help="how the next beam and the delivered prompt are chosen (paper: top B by path mean)")
     opt.add_argument("--judge-samples", type=positive("--judge-samples"), dest="judge_samples",
                      help="n: judge calls per answer (at temperature 1), their mean the reward (1, the paper)")
+    opt.add_argument("--panel-on-demand", type=positive("--panel-on-demand"), dest="panel_on_demand", metavar="K",
+                     help="with a judge panel or samples: the rest of it only for each level's K best and "
+                          "newcomers to the beam (off: every answer)")
     opt.add_argument("--validate", type=positive("--validate"), dest="validation", metavar="N",
                      help="score the final beam on N held-out queries (the last N of the seeded order, or "
                           "--val's) and deliver the best validation mean (off, the paper)")

@@ -60,8 +60,9 @@ def config_of(*argv: str):  # type: ignore[no-untyped-def]
 
 def test_the_flags_reach_the_search_config(tmp_path):
     search = config_of("--judge-samples", "3", "--validate", "4", "--validate-levels", "--val",
-                       str(tmp_path / "v.txt"), "--selector", "lcb").search
+                       str(tmp_path / "v.txt"), "--selector", "lcb", "--panel-on-demand", "2").search
     assert (search.judge_samples, search.validation, search.validate_levels, search.selector) == (3, 4, True, "lcb")
+    assert search.panel_on_demand == 2
     assert search.validation_file == str(tmp_path / "v.txt")
     assert config_of().search == SearchConfig()  # without them: the paper's
 
@@ -76,6 +77,8 @@ def test_a_file_s_validate_levels_is_kept_when_the_flag_is_not_given(tmp_path):
     (["--validate-levels"], "validate_levels needs held-out queries"),
     (["--validate", "0"], "--validate must be at least 1"),
     (["--judge-samples", "0"], "--judge-samples must be at least 1"),
+    (["--panel-on-demand", "0"], "--panel-on-demand must be at least 1"),
+    (["--panel-on-demand", "2", "--queries-per-level", "2"], "panel_on_demand re-judges a candidate's one answer"),
 ])
 def test_bad_noisy_judge_flags_are_one_line_with_exit_code_2(argv, expected, tmp_path, capsys):
     assert main(["optimize", "--dry-run", "--out", str(tmp_path / "out"), *argv]) == 2
@@ -117,3 +120,14 @@ def test_a_panel_config_names_its_members_in_the_dry_run(tmp_path, capsys):
     assert main(["optimize", "--dry-run", "--config", str(settings)]) == 2
     assert "backends names 'c', which is not defined under [backends]" in capsys.readouterr().err
 
+
+def test_dry_run_projects_a_panel_on_demand_below_the_whole_panel(tmp_path, capsys):
+    argv = ["optimize", "--dry-run", "--depth", "4", "--judge-samples", "2", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    whole = capsys.readouterr().out
+    assert main([*argv, "--panel-on-demand", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "on demand: the first call for every answer, the rest for the 1 best of each level" in printed
+    # D=4, B=2, A=3: 16 judgements; on demand the root's and 3 a level (K + B), at most every candidate's
+    assert any(line.split()[:4] == ["no", "skips", "41", "16"] for line in whole.splitlines())
+    assert any(line.split()[:4] == ["no", "skips", "41", "10"] for line in printed.splitlines())
