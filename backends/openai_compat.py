@@ -24,6 +24,7 @@ import asyncio
 import functools
 import importlib
 import importlib.util
+import ipaddress
 import json
 import os
 from typing import Any
@@ -228,11 +229,20 @@ def _loads(raw: bytes) -> Any:
         return json.loads(raw)  # anything else invalid raises here too (a ValueError: InvalidOutput)
 
 
+def loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1); a URL's hostname comes lowercased."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _loopback(url: str) -> bool:
     """A server on this machine: reached directly, never through the environment's proxy (as the
     SDK's client did, a remote one goes through HTTP(S)_PROXY unless NO_PROXY names it)."""
-    host = (urlparse(url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return loopback_host(urlparse(url).hostname or "")
 
 
 def _shown(url: str) -> str:

@@ -10,7 +10,6 @@ variable, a port in use) ends with one line and exit code 2 before anything list
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import anyio
 
 from agents.embedders import EMBEDDERS
 from backends.errors import EngineRefused
+from backends.openai_compat import loopback_host
 from backends.registry import engine_names
 from drpo.errors import UserInputError
 from drpo.serve_prompt import CLIENT_SYSTEM_POLICIES
@@ -135,15 +135,6 @@ def auth_token(name: str | None, environ: Mapping[str, str] = os.environ) -> str
     return value.strip()
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _created(artifact: RunArtifact) -> int:
     try:
         return int(datetime.fromisoformat(artifact.created_at).timestamp())
@@ -184,7 +175,7 @@ def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
     options = ServeOptions(name=f"drpo-{artifact.run_id}", client_system=args.client_system, auth_token=token,
                            limits=limits, redactor=redactor, created=_created(artifact))
 
-    if token is None and not _loopback(args.host):
+    if token is None and not loopback_host(args.host):
         log.warning("serve.unauthenticated", host=args.host,
                     hint="anyone who can reach this address may use the engine; set --auth-env NAME")
 
