@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,37 +27,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from backends.gguf import default_model_path
 from backends.gguf_q8 import q8_model
-from backends.llama_server_process import binary_path
+from backends.llama_server_process import ServerProcess, checked_binary
 
 PROMPT = " ".join(f"Sentence {i} is about the quick brown fox and the lazy dog while a farmer watches." for i in range(28))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def server(model: Path, slots: int, threads: int) -> Iterator[str]:
-    port = free_port()
-    command = [str(binary_path()), "-m", str(model), "--port", str(port), "-t", str(threads), "-tb", str(threads),
-               "-np", str(slots), "-c", str(4096 * slots), "--jinja", "--no-webui", "--offline"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    """A bare llama-server (the engine's own process handling: a free port, health-checked, stopped)."""
+    args = ["-m", str(model), "-t", str(threads), "-tb", str(threads), "-np", str(slots), "-c", str(4096 * slots),
+            "--jinja", "--no-webui", "--offline"]
+    process = ServerProcess(checked_binary(), args)
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield url
+        yield f"http://127.0.0.1:{anyio.run(process.start)}"
     finally:
-        process.terminate()
-        process.wait(30)
+        process.stop()
 
 
 def chat(url: str, content: str, **options: Any) -> dict[str, Any]:

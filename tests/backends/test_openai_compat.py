@@ -13,19 +13,17 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from pydantic import BaseModel, Field
 
 from backends.errors import CallFailed
 from backends.gguf import default_model_path
 from backends.ledger import Ledger
-from backends.llama_server_process import binary_path
+from backends.llama_server_process import ServerProcess, binary_path
 from backends.openai_compat import OpenAICompatEngine
 from backends.protocol import Engine
 from schemas.llm import LLMRequest, Message, Sampling
@@ -46,42 +44,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     binary = binary_path()
     if not binary.is_file():
         pytest.fail(f"{binary} is missing: ./setup.sh builds it (scripts/build_llama_server.sh)")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [
-        str(binary), "--model", str(default_model_path()), "--host", "127.0.0.1", "--port", str(port),
-        "--ctx-size", "8192", "--parallel", "2", "--threads", str(ONE_THREAD), "--threads-batch", str(ONE_THREAD),
-        "--alias", MODEL_ALIAS, "--jinja", "--no-webui", "--offline",
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
+    args = ["--model", str(default_model_path()), "--ctx-size", "8192", "--parallel", "2", "--threads", str(ONE_THREAD),
+            "--threads-batch", str(ONE_THREAD), "--alias", MODEL_ALIAS, "--jinja", "--no-webui", "--offline"]
+    server = ServerProcess(binary, args)  # the bare server, its port and health check as the engine's
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama-server did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield base
+        yield f"http://127.0.0.1:{anyio.run(server.start)}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 def make_backend(url: str, monkeypatch: pytest.MonkeyPatch, **options) -> tuple[Engine, OpenAICompatEngine, Ledger]:
