@@ -11,7 +11,7 @@ still, changed the model's answers and added faults to the demo, so it is not us
 The copy is made once per machine — by ./setup.sh, or else by the first run that needs it (about
 4 s) — in `~/.cache/drpo/models/KEY/` (`DRPO_MODEL_CACHE` moves it), keyed by the source file
 (`copy_path`), through a temporary file that is renamed into place, so processes that race make
-one whole file. If it cannot be made (no `gguf` package, a full disk) the engine
+one whole file; its size, written beside it last, tells a whole copy from one cut short later. If it cannot be made (no `gguf` package, a full disk) the engine
 runs the Q4_1 file as it is and says so in one warning.
 """
 
@@ -57,7 +57,7 @@ def copy_path(source: Path) -> Path:
 def q8_model(source: Path) -> Path:
     """The Q8_0 copy of `source`, made now if there is none; `source` itself when it cannot be."""
     target = copy_path(source)
-    if target.is_file():
+    if _whole(target):
         return target
     try:
         reencode(source, target)
@@ -66,6 +66,19 @@ def q8_model(source: Path) -> Path:
                     note="running the Q4_1 file; ./setup.sh makes the faster Q8_0 copy")
         return source
     return target
+
+
+def _size_file(target: Path) -> Path:
+    return target.with_name(target.name + ".size")
+
+
+def _whole(target: Path) -> bool:
+    """The copy is there and as long as when it was made: one cut short or damaged in place is
+    made again, where llama-server would refuse it with a line that blames its build."""
+    try:
+        return int(_size_file(target).read_text()) == target.stat().st_size
+    except (OSError, ValueError):
+        return False
 
 
 def reencode(source: Path, target: Path) -> None:
@@ -99,6 +112,7 @@ def reencode(source: Path, target: Path) -> None:
         writer.write_tensors_to_file()
         writer.close()
         os.replace(partial, target)
+        _size_file(target).write_text(str(target.stat().st_size))  # last: no size, no copy (made again)
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()

@@ -22,7 +22,7 @@ def test_the_copy_is_the_same_model_in_q8_0_and_is_made_once(cache):
     source = default_model_path()
     made = q8_model(source)
     assert made == copy_path(source) and made.is_relative_to(cache) and made.name.endswith("Q8_0.gguf")
-    assert [p.name for p in made.parent.iterdir()] == [made.name]  # no partial file left behind
+    assert sorted(p.name for p in made.parent.iterdir()) == [made.name, made.name + ".size"]  # no partial file left
     assert template_of(made) == template_of(source)  # the chat template, byte for byte
 
     before, after = GGUFReader(source), GGUFReader(made)
@@ -44,6 +44,11 @@ def test_the_copy_is_the_same_model_in_q8_0_and_is_made_once(cache):
 
     stamp = made.stat().st_mtime_ns
     assert q8_model(source) == made and made.stat().st_mtime_ns == stamp  # found, not made again
+
+    whole = made.stat().st_size
+    with open(made, "r+b") as f:
+        f.truncate(whole // 2)  # cut in half after it was made
+    assert q8_model(source) == made and made.stat().st_size == whole  # made again, whole
 
 
 def test_a_copy_that_cannot_be_made_leaves_the_original_with_a_warning(tmp_path, monkeypatch, caplog):
