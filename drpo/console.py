@@ -170,7 +170,12 @@ class LiveDisplay:
         self._live = Live(console=console, get_renderable=self.frame, refresh_per_second=refresh_per_second,
                           transient=True, redirect_stdout=_terminal(sys.stdout), redirect_stderr=True)
         # stdout is taken over only when it is the terminal too: `> out.txt` keeps its own bytes.
+        self.feed.on_milestone = self._redraw
         self._attached = ExitStack()
+
+    def _redraw(self) -> None:
+        if self._live.is_started:
+            self._live.refresh()
 
     def frame(self):  # type: ignore[no-untyped-def]
         """The current frame; called on rich's refresh thread, so it never raises."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -95,6 +95,9 @@ class RunFeed(logging.Handler):
         self._max_depth: int | None = None
         self._best: float | None = None
         self._examples_done = 0
+        self.on_milestone: Callable[[], None] | None = None
+        """Called after a start, the root, a level or an example is counted: the display redraws
+        then too, not only on its timer, so a short run's levels are never skipped."""
 
     @contextmanager
     def attached(self, logger: logging.Logger) -> Iterator[RunFeed]:
@@ -119,6 +122,11 @@ class RunFeed(logging.Handler):
     def observe(self, event: Mapping[str, Any]) -> None:
         """Fold one event into the counts."""
         name = event.get("event")
+        self._count(name, event)
+        if self.on_milestone is not None and (name in STARTS or name in ("root.done", "level.done", "example.done")):
+            self.on_milestone()
+
+    def _count(self, name: Any, event: Mapping[str, Any]) -> None:
         with self._lock:
             if name == "agent.message":
                 self._message(event)
