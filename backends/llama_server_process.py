@@ -54,6 +54,8 @@ REBUILD = "scripts/build_llama_server.sh --force"
 PR_SET_PDEATHSIG = 1
 LISTENING = re.compile(rb"listening on https?://[^\s:]+:(\d+)")
 BIND_FAILED = b"couldn't bind"
+MODEL_FAILED = re.compile(rb"error loading model[^\n]*|failed to load model[^\n]*")
+"""What llama.cpp logs when the model file is not one it can read: the model's fault, not the build's."""
 _LIVE: set[subprocess.Popen[bytes]] = set()
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """Loopback requests never go through a proxy from the environment."""
@@ -202,11 +204,23 @@ class ServerProcess:
                 elif self.process.poll() is not None:
                     if BIND_FAILED in said:
                         return None
+                    if (reason := MODEL_FAILED.search(said)) is not None:
+                        raise EngineConfigError(
+                            f"llama-server could not load the model {self._model()} "
+                            f"({reason.group(0).decode(errors='replace').strip()[:160]}); give a GGUF file that "
+                            f"llama.cpp reads (--model); see {self.log_path}")
                     raise EngineConfigError(f"llama-server exited with code {self.process.returncode} before it was "
                                             f"ready ({self.last_line()}); see {self.log_path}; rebuild it with "
                                             f"`{REBUILD}` if the build is at fault")
                 await anyio.sleep(0.05)
         raise EngineConfigError(f"llama-server was not ready within {self._ready_within_s:g} s; see {self.log_path}")
+
+    def _model(self) -> str:
+        """The model file the server was given (its `-m` argument)."""
+        for flag in ("-m", "--model"):
+            if flag in self.args[:-1]:
+                return self.args[self.args.index(flag) + 1]
+        return "(none given)"
 
     def _output(self) -> bytes:
         """What this start of the server has written to its log so far."""

@@ -94,7 +94,7 @@ python -m bench.overhead [--no-http] [--only bursts|graph]                # the 
 python -m bench.sim_engine [--port 0] [--ttft-s 0.02] ...                 # the simulator alone, on 127.0.0.1
 python -m bench.calls --depth 4 --beam 2 --actions 3                      # projected vs real calls per role
 PYTHONPATH=. python bench/vllm_gpu_check.py MODEL_DIR                     # GPU host with vLLM: our stack vs the engine
-python -m bench.serve_bench --clients 1 16 128 --engine-ms 0 20 --sdk-baseline --save  # `run.py serve` over the engine
+python -m bench.serve_bench --clients 1 16 128 --engine-ms 0 20 20~10 --sdk-baseline --floor --save  # `run.py serve`
 python -m bench.serve_report --write                                      # its section of this file, from the saved run
 python -m bench.demo_bench --runs 3                                       # `python run.py` as a user runs it: wall, faults
 python -m bench.embedded_bench --pairs 2                                  # the real embedded engine: one at a time vs in flight
@@ -112,8 +112,8 @@ latency model, answers, what it saw), `zero_latency` (the in-process engine of t
 `overhead` over `overhead_calls` / `overhead_http` / `overhead_graphs`, and `report` /
 `report_runs` / `report_overhead` / `results_store` (this file from the stored results); `calls`,
 `vllm_gpu_check` and `serve_bench` stand apart; `serve_bench` drives `serve_load` (closed-loop
-clients) against `serve_engine` (a fast loopback engine), `serve_sdk` is its baseline's engine and
-`serve_report` writes its section; `serve_profile` shows where the server's CPU goes (cProfile);
+clients) against `serve_engine` (a fast loopback engine), `serve_sdk` is its baseline's engine,
+`serve_floor` the bare forwarder it is read against, and `serve_report` writes its section; `serve_profile` shows where the server's CPU goes (cProfile);
 `demo_bench`, `embedded_bench`, `llama_server_probe` and `llama_encodings` run the real embedded engine; `noise_bench` (the table of
 "Selection under a noisy judge") runs `noise_run` (one search) in `noise_world` (a world with a known
 truth) and writes its section with `noise_report`.

@@ -1,12 +1,14 @@
 """Requests per second, and the latency `serve` adds over calling the engine directly.
 
-    python -m bench.serve_bench [--clients 1 16 128] [--engine-ms 0 20] [--seconds 4] [--warmup 1]
+    python -m bench.serve_bench [--clients 1 16 128] [--engine-ms 0 20 20~10] [--seconds 4] [--warmup 1]
                                 [--rounds 3] [--engine fast|sim] [--no-answer] [--out FILE.json]
 
 Three processes on loopback: the engine (bench/serve_engine.py, an OpenAI-compatible server that
-answers 64 tokens after `--engine-ms`; `--engine sim` takes the batching simulator instead),
+answers 64 tokens after `--engine-ms`, or after a delay drawn from 20±10 ms for `20~10`;
+`--engine sim` takes the batching simulator instead),
 `serve` over an artifact written here (its real command path: drpo/serve_cli.py `run_serve`,
-engine limits and server caps set high so that neither queues), and this process, the load
+engine limits and server caps set high so that neither queues, `--log-dir` set so that each
+request's trace line is written, as a server in production would), and this process, the load
 (bench/serve_load.py: C closed-loop clients on one aiohttp session, a new query per request, so
 retrieval is computed each time with WordLlama, as an optimize run records by default).
 
@@ -18,8 +20,10 @@ shared machine:
 - serve: the clients send `serve` a one-message chat request.
 With `--sdk-baseline`, a second `serve` whose policy engine calls through the `openai` SDK
 (bench/serve_sdk.py: the engine's transport before it posted the JSON itself) runs in the same
-rounds. Then once, unless `--no-answer`: `AlignedModel.answer` in this process (retrieval, the
-formatter, the policy stack and its engine): what a Python caller pays without a server.
+rounds; with `--floor`, a bare aiohttp forwarder (bench/serve_floor.py: the least any server of
+this stack adds, a second hop and nothing else) does too. Then once, unless `--no-answer`:
+`AlignedModel.answer` in this process (retrieval, the formatter, the policy stack and its
+engine): what a Python caller pays without a server.
 "added" is the median over the rounds of serve's median (and 90th percentile) minus direct's in
 the same round: all `serve` puts between a client and its engine. `serve CPU` is the serve
 process's user+system CPU per request over its runs (from /proc): closed-loop clients keep the
@@ -48,12 +52,11 @@ from typing import Any, Self
 
 from bench.results_store import machine
 from bench.serve_engine import FastEngine, Simulated, stop
-from bench.serve_load import QUERY, cpu_s, in_process, over_http
+from bench.serve_floor import FloorProcess
+from bench.serve_load import PROMPT, QUERY, cpu_s, direct_body, in_process, over_http, serve_body
 from bench.serve_report import goal_lines, store, table
 
 HOST = "127.0.0.1"
-PROMPT = ("You are a careful, friendly expert. Answer the question directly first, then explain briefly why; "
-          "say plainly when you are unsure, and refuse harmful requests with a short reason.")
 
 
 def write_artifact(folder: Path, embedder: str) -> Path:
@@ -74,21 +77,6 @@ def write_artifact(folder: Path, embedder: str) -> Path:
     return folder
 
 
-def direct_body(query: str) -> bytes:
-    """What `serve` sends the engine for `query` (the examples differ by retrieval; the size does not)."""
-    from agents.formatting import STOPS, build_policy_prompt
-    from drpo.datasets import DEFAULT_EXAMPLES, load_examples
-
-    examples = load_examples(DEFAULT_EXAMPLES)[0][:3]
-    messages = [m.model_dump() for m in build_policy_prompt(PROMPT, examples, query).messages()]
-    return json.dumps({"model": "sim", "messages": messages, "temperature": 0.7, "top_p": 0.95, "max_tokens": 512,
-                       "n": 1, "stop": STOPS}).encode()
-
-
-def serve_body(query: str) -> bytes:
-    return json.dumps({"model": "drpo-bench", "messages": [{"role": "user", "content": query}]}).encode()
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -107,7 +95,8 @@ class ServeProcess:
         config.write_text(f'[backends.default]\nkind = "openai"\nmodel = "sim"\nbase_url = "{engine_url}"\n'
                           "max_concurrency = 4096\n", encoding="utf-8")
         self.argv = ["--artifact", str(artifact), "--config", str(config), "--port", str(self.port), "-q",
-                     "--max-concurrent-requests", "4096", "--embedder", embedder, "--cache-dir", str(work / "cache")]
+                     "--max-concurrent-requests", "4096", "--embedder", embedder, "--cache-dir", str(work / "cache"),
+                     "--log-dir", str(work / f"logs-{self.port}")]  # its trace line per request, as in production
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
@@ -137,12 +126,12 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
             **{key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p90_ms", "p99_ms")}}
 
 
-def cell(engine_url: str, servers: dict[str, ServeProcess], clients: int, *, seconds: float, warmup_s: float,
-         rounds: int) -> dict[str, Any]:
+def cell(engine_url: str, servers: dict[str, ServeProcess | FloorProcess], clients: int, *, seconds: float,
+         warmup_s: float, rounds: int) -> dict[str, Any]:
     """`rounds` rounds at one client count, each running direct and every server once, in an order
     that turns round by round (so no path always runs first, right after another's load)."""
     upstream = direct_body(f"{QUERY}?")
-    paths: dict[str, tuple[str, Any, ServeProcess | None]] = {
+    paths: dict[str, tuple[str, Any, ServeProcess | FloorProcess | None]] = {
         "direct": (f"{engine_url}/chat/completions", lambda q: upstream, None),
         **{name: (f"{server.url}/v1/chat/completions", serve_body, server) for name, server in servers.items()}}
     names = list(paths)
@@ -172,23 +161,38 @@ def cell(engine_url: str, servers: dict[str, ServeProcess], clients: int, *, sec
     return row
 
 
-def measure(clients: list[int], engine_ms: list[float], *, seconds: float = 4.0, warmup_s: float = 1.0,
+def engine_latency(text: str) -> tuple[float, float]:
+    """`20` (every answer after 20 ms) or `20~10` (after 10 to 30 ms, uniformly) as (ms, jitter ms)."""
+    ms, _, jitter = text.partition("~")
+    try:
+        value, spread = float(ms), float(jitter or 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give milliseconds, as 20, or 20~10 for 20 +- 10") from None
+    if value < 0 or not 0 <= spread <= value:
+        raise argparse.ArgumentTypeError(f"{text!r}: the delay must be >= 0 and the jitter between 0 and the delay")
+    return value, spread
+
+
+def measure(clients: list[int], engine_ms: list[tuple[float, float]], *, seconds: float = 4.0, warmup_s: float = 1.0,
             rounds: int = 3, embedder: str = "wordllama", engine: str = "fast", answer: bool = True,
-            sdk_baseline: bool = False) -> list[dict[str, Any]]:
+            sdk_baseline: bool = False, floor: bool = False) -> list[dict[str, Any]]:
     """One row per engine latency and client count (see the module docstring)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp, (FastEngine() if engine == "fast" else Simulated()) as upstream, \
             ExitStack() as running:
         work = Path(tmp)
         artifact = write_artifact(work / "artifact", embedder)
-        servers = {"serve": running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder))}
+        servers: dict[str, ServeProcess | FloorProcess] = {
+            "serve": running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder))}
         if sdk_baseline:
             servers["sdk"] = running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder, sdk=True))
-        for ms in engine_ms:
-            upstream.set_delay(ms)
+        if floor:
+            servers["floor"] = running.enter_context(FloorProcess(upstream.base_url))
+        for ms, jitter_ms in engine_ms:
+            upstream.set_delay(ms, jitter_ms)
             for c in clients:
-                row = {"engine_ms": ms, **cell(upstream.base_url, servers, c, seconds=seconds, warmup_s=warmup_s,
-                                               rounds=rounds)}
+                figures = cell(upstream.base_url, servers, c, seconds=seconds, warmup_s=warmup_s, rounds=rounds)
+                row = {"engine_ms": ms, "jitter_ms": jitter_ms, **figures}
                 if answer:
                     row["answer"] = asyncio.run(in_process(artifact, upstream.base_url, work, embedder, c, seconds,
                                                            warmup_s))
@@ -219,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         return _child(argv[1:], sdk=argv[0] == "--child-sdk")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 128])
-    parser.add_argument("--engine-ms", type=float, nargs="+", default=[0.0, 20.0], help="the engine's latency")
+    parser.add_argument("--engine-ms", type=engine_latency, nargs="+", default=[(0.0, 0.0), (20.0, 0.0)],
+                        help="the engine's latency: 20, or 20~10 for a delay drawn from 10 to 30 ms")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved direct/serve pairs per cell")
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-answer", action="store_true", help="skip the in-process AlignedModel.answer runs")
     parser.add_argument("--sdk-baseline", action="store_true",
                         help="also run a serve whose engine calls through the openai SDK (bench/serve_sdk.py)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run a bare aiohttp forwarder (bench/serve_floor.py): what a second hop alone adds")
     parser.add_argument("--embedder", default="wordllama", choices=["wordllama", "lexical"])
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--save", action="store_true", help="store the figures for bench/RESULTS.md (bench/serve_report.py)")
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     rows = measure(args.clients, args.engine_ms, seconds=args.seconds, warmup_s=args.warmup, rounds=args.rounds,
                    embedder=args.embedder, engine=args.engine, answer=not args.no_answer,
-                   sdk_baseline=args.sdk_baseline)
+                   sdk_baseline=args.sdk_baseline, floor=args.floor)
     print(table(rows))
     print("\n".join(goal_lines(rows)))
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")

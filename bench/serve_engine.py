@@ -4,7 +4,9 @@
 
 `POST /v1/chat/completions` and `POST /v1/completions` answer 64 tokens of text after `delay_ms`
 (the usage counts the prompt as one token per 4 bytes of body); `POST /_engine/delay` with
-`{"ms": X}` changes the delay between runs; `GET /_engine/stats` says how many requests it answered.
+`{"ms": X, "jitter_ms": J}` changes the delay between runs (with J, each request's is drawn
+uniformly from X - J to X + J, from a fixed seed: a real engine's latency varies, and a fixed one
+keeps closed-loop clients in step); `GET /_engine/stats` says how many requests it answered.
 
 Why not the simulator (bench/sim_engine.py): it models a batching engine in Starlette on uvicorn's
 pure-Python h11 parser and logs every request, about 1.5 ms of CPU per request. On a 2-core machine
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import subprocess
 import sys
 import urllib.request
@@ -45,14 +48,16 @@ def _reply(chat: bool, prompt_tokens: int) -> bytes:
 async def serve(port: int, delay_ms: float) -> None:
     from aiohttp import web
 
-    state = {"delay_s": delay_ms / 1000, "answered": 0}
+    state = {"delay_s": delay_ms / 1000, "jitter_s": 0.0, "answered": 0}
+    draw = random.Random(0).uniform
     bodies: dict[tuple[bool, int], bytes] = {}
 
     def answer(chat: bool):  # type: ignore[no-untyped-def]
         async def handle(request: web.Request) -> web.Response:
             raw = await request.read()
             if state["delay_s"] > 0:
-                await asyncio.sleep(state["delay_s"])
+                jitter = state["jitter_s"]
+                await asyncio.sleep(state["delay_s"] + (draw(-jitter, jitter) if jitter else 0.0))
             key = (chat, len(raw) // 4)
             if key not in bodies:
                 bodies[key] = _reply(*key)
@@ -62,8 +67,10 @@ async def serve(port: int, delay_ms: float) -> None:
         return handle
 
     async def delay(request: web.Request) -> web.Response:
-        state["delay_s"] = float((await request.json())["ms"]) / 1000
-        return web.json_response({"delay_ms": 1000 * state["delay_s"]})
+        asked = await request.json()
+        state["delay_s"] = float(asked["ms"]) / 1000
+        state["jitter_s"] = min(float(asked.get("jitter_ms", 0.0)) / 1000, state["delay_s"])
+        return web.json_response({"delay_ms": 1000 * state["delay_s"], "jitter_ms": 1000 * state["jitter_s"]})
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"answered": state["answered"]})
@@ -108,9 +115,9 @@ class FastEngine:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def set_delay(self, ms: float) -> None:
+    def set_delay(self, ms: float, jitter_ms: float = 0.0) -> None:
         self.delay_ms = ms
-        self._call("/_engine/delay", {"ms": ms})
+        self._call("/_engine/delay", {"ms": ms, "jitter_ms": jitter_ms})
 
     def answered(self) -> int:
         return int(self._call("/_engine/stats")["answered"])
@@ -145,7 +152,9 @@ class Simulated:
         self.base_url = self._sim.base_url
         return self
 
-    def set_delay(self, ms: float) -> None:
+    def set_delay(self, ms: float, jitter_ms: float = 0.0) -> None:
+        if jitter_ms:
+            raise ValueError("the simulator's latency has no jitter: use --engine fast")
         self._sim.reset()  # its request log grows with every request
         self._sim.set_params(ttft_s=ms / 1000)
 

@@ -1,4 +1,4 @@
-"""The load of the serve benchmark: closed-loop clients over HTTP or in process, and CPU readings.
+"""The load of the serve benchmark: the request bodies, closed-loop clients over HTTP or in process, CPU readings.
 
 C clients each send a request, read the whole answer, and send the next, for a warm-up and then
 the measured seconds; every request carries a new query. Over HTTP they share one aiohttp
@@ -8,6 +8,7 @@ session (kept-alive connections, no SDK), the same for the engine and for `serve
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import time
@@ -16,9 +17,26 @@ from pathlib import Path
 from typing import Any
 
 QUERY = "How do I keep a basil plant alive on a windowsill in winter"
+PROMPT = ("You are a careful, friendly expert. Answer the question directly first, then explain briefly why; "
+          "say plainly when you are unsure, and refuse harmful requests with a short reason.")
 
 Send = Callable[[str], Awaitable[bool]]
 """One request for a query; True when it was answered."""
+
+
+def direct_body(query: str) -> bytes:
+    """What `serve` sends the engine for `query` (the examples differ by retrieval; the size does not)."""
+    from agents.formatting import STOPS, build_policy_prompt
+    from drpo.datasets import DEFAULT_EXAMPLES, load_examples
+
+    examples = load_examples(DEFAULT_EXAMPLES)[0][:3]
+    messages = [m.model_dump() for m in build_policy_prompt(PROMPT, examples, query).messages()]
+    return json.dumps({"model": "sim", "messages": messages, "temperature": 0.7, "top_p": 0.95, "max_tokens": 512,
+                       "n": 1, "stop": STOPS}).encode()
+
+
+def serve_body(query: str) -> bytes:
+    return json.dumps({"model": "drpo-bench", "messages": [{"role": "user", "content": query}]}).encode()
 
 
 async def load(send: Send, clients: int, seconds: float, warmup_s: float) -> dict[str, Any]:

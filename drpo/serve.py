@@ -24,7 +24,6 @@ lets requests in flight finish (up to `shutdown_timeout_s`) and closes the engin
 from __future__ import annotations
 
 import hmac
-import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +43,7 @@ from drpo.serve_prompt import ClientSystem, with_client_system
 from drpo.serve_render import DONE, Reply, body, chunks, event, json_reply
 from drpo.serve_wire import Call, ServeLimits, chat_call, completion_call
 from schemas.artifact import PolicySetup
+from schemas.ids import unique_id
 from telemetry.logs import get_logger
 from telemetry.redact import Redactor
 
@@ -98,7 +98,7 @@ class AlignedServer:
     # --- the middleware ----------------------------------------------------------------------------
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[REQUEST_ID] = rid = f"req_{secrets.token_hex(8)}"
+        request[REQUEST_ID] = rid = f"req_{unique_id()}"
         request[NOTE] = note = {}
         # every line logged for this request (an engine fault's too) names it; aiohttp runs each
         # request in a task of its own (a copy of the context), so nothing needs unbinding

@@ -9,7 +9,6 @@ chunks: per choice, one chunk with the role and the whole text, then one with th
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from schemas.ids import unique_id
 from schemas.llm import LLMResult
 
 DONE = b"data: [DONE]\n\n"
@@ -36,7 +36,7 @@ class Reply:
     @classmethod
     def new(cls, model: str, *, chat: bool) -> Reply:
         prefix = "chatcmpl" if chat else "cmpl"
-        return cls(f"{prefix}-{secrets.token_hex(12)}", int(time.time()), model, chat)
+        return cls(f"{prefix}-{unique_id()}", int(time.time()), model, chat)
 
     def head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.ids import unique_id
 from schemas.usage import Usage
 
 
@@ -29,7 +29,7 @@ class Sampling(BaseModel):
 
 
 def new_call_id() -> str:
-    return uuid.uuid4().hex[:12]
+    return unique_id()
 
 
 class LLMRequest(BaseModel):

