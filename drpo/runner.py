@@ -24,7 +24,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from agents.curator import ExamplePool
-from agents.embedders import make_embedder
+from agents.embedders import check_embedder, make_embedder
 from backends.policy_mode import folded_at_runtime, resolve_policy
 from backends.registry import EngineFactory, build_engine
 from drpo.datasets import (
@@ -117,11 +117,16 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
     ordered, held_out = hold_out(stream, config.search)  # without validation: the stream, nothing held out
     short = check_enough_queries(len(ordered), config.search.depth, config.search.queries_per_level)
     examples, examples_file = load_examples(options.examples)
-    pool = ExamplePool(examples, make_embedder(options.embedder, options.cache_dir), options.cache_dir)
-    if config.search.k > len(pool.examples):
-        raise UserInputError(f"k={config.search.k} is larger than the example pool ({len(pool.examples)} examples)")
+    if config.search.k > len(examples):
+        raise UserInputError(f"k={config.search.k} is larger than the example pool ({len(examples)} examples)")
+    try:
+        check_embedder(options.embedder)
+    except ValueError as exc:  # an embedder that is not installed
+        raise UserInputError(str(exc)) from None
     started = time.perf_counter()
     async with run_session(options, engine_factory) as session:
+        # built once the engines answered: the embedder and the pool's vectors write to the cache
+        pool = ExamplePool(examples, make_embedder(options.embedder, options.cache_dir), options.cache_dir)
         if not options.resume:
             manifest = RunManifest(run_id=options.run_id, config=config,
                                    train=[InputFile.of(path) for path in options.train_files],

