@@ -98,13 +98,7 @@ class FastEngine:
         self.base_url = ""
 
     def __enter__(self) -> Self:
-        root = Path(__file__).resolve().parent.parent
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.serve_engine", "--delay-ms", str(self.delay_ms)],
-                                     stdout=subprocess.PIPE, text=True, cwd=root)
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise RuntimeError("the benchmark engine exited before it listened")
-        self.port = json.loads(line)["port"]
+        self.proc, self.port = spawn_listening("bench.serve_engine", "--delay-ms", str(self.delay_ms))
         self.base_url = f"http://{HOST}:{self.port}/v1"
         return self
 
@@ -124,6 +118,18 @@ class FastEngine:
 
     def __exit__(self, *exc: object) -> None:
         stop(self.proc, timeout_s=10)
+
+
+def spawn_listening(module: str, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """`python -m module args` from the repository root, and the port it prints as `{"port": N}`
+    once it listens (this engine and bench/serve_floor.py both do)."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True, cwd=root)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line:
+        proc.wait()
+        raise RuntimeError(f"{module} exited with {proc.returncode} before it listened")
+    return proc, int(json.loads(line)["port"])
 
 
 def stop(proc: subprocess.Popen[Any] | None, *, timeout_s: float) -> None:

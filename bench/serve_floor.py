@@ -18,10 +18,9 @@ import json
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 from typing import Self
 
-HOST = "127.0.0.1"
+from bench.serve_engine import HOST, spawn_listening, stop
 
 
 async def forward(engine_url: str, port: int) -> None:
@@ -61,19 +60,12 @@ class FloorProcess:
         self.url = ""
 
     def __enter__(self) -> Self:
-        root = Path(__file__).resolve().parent.parent
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.serve_floor", "--engine", self.engine_url],
-                                     stdout=subprocess.PIPE, text=True, cwd=root)
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise RuntimeError("the bare forwarder exited before it listened")
-        self.url = f"http://{HOST}:{json.loads(line)['port']}"
+        self.proc, port = spawn_listening("bench.serve_floor", "--engine", self.engine_url)
+        self.url = f"http://{HOST}:{port}"
         with urllib.request.urlopen(f"{self.url}/health", timeout=10):
             return self
 
     def __exit__(self, *exc: object) -> None:
-        from bench.serve_engine import stop
-
         stop(self.proc, timeout_s=10)
 
 

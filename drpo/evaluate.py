@@ -25,7 +25,6 @@ from pathlib import Path
 import anyio
 import structlog
 
-from agents.embedders import check_embedder
 from agents.policy import generate_response
 from backends.errors import CallFailed
 from backends.policy_mode import resolve_policy
@@ -37,7 +36,7 @@ from drpo.eval_inputs import EvalTarget, check_train_overlap, load_eval_items, p
 from drpo.eval_panel import panel_judgement
 from drpo.eval_stats import aspect_intervals, win_rates
 from drpo.eval_summary import SCORES_FILE, SUMMARY_FILE
-from drpo.session import RunOptions, Session, run_session, write_atomic
+from drpo.session import RunOptions, Session, check_embedders, run_session, write_atomic
 from graph.trace import traced
 from schemas.artifact import PolicySetup
 from schemas.config import BackendConfig, BackendKind, RunConfig
@@ -254,11 +253,7 @@ def summarise(options: EvalOptions, items: list[EvalItem], targets: list[EvalTar
 
 async def evaluate(options: EvalOptions, engine_factory: EngineFactory = build_engine) -> EvalSummary:
     items, targets, setup = prepare(options)
-    for target in targets:  # an embedder that is not installed: refused before an engine is asked
-        try:
-            check_embedder(embedder_of(target, options))
-        except ValueError as exc:
-            raise UserInputError(str(exc)) from None
+    check_embedders(*(embedder_of(t, options) for t in targets))
     config = options.config
     started = time.perf_counter()
     async with run_session(options, engine_factory) as session:

@@ -24,7 +24,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from agents.curator import ExamplePool
-from agents.embedders import check_embedder, make_embedder
+from agents.embedders import make_embedder
 from backends.policy_mode import folded_at_runtime, resolve_policy
 from backends.registry import EngineFactory, build_engine
 from drpo.datasets import (
@@ -41,7 +41,7 @@ from drpo.errors import UserInputError
 from drpo.held_out import hold_out, with_intervals
 from drpo.run_folder import CHECKPOINTS, MANIFEST
 from drpo.run_manifest import InputFile, RunManifest, manifest_text, read_manifest
-from drpo.session import RunOptions, Session, check_paths, run_session, write_atomic
+from drpo.session import RunOptions, Session, check_embedders, check_paths, run_session, write_atomic
 from graph.beam import build_beam_graph
 from graph.context import RunContext
 from graph.records import read_search
@@ -119,10 +119,7 @@ async def optimize(options: OptimizeOptions, engine_factory: EngineFactory = bui
     examples, examples_file = load_examples(options.examples)
     if config.search.k > len(examples):
         raise UserInputError(f"k={config.search.k} is larger than the example pool ({len(examples)} examples)")
-    try:
-        check_embedder(options.embedder)
-    except ValueError as exc:  # an embedder that is not installed
-        raise UserInputError(str(exc)) from None
+    check_embedders(options.embedder)
     started = time.perf_counter()
     async with run_session(options, engine_factory) as session:
         # built once the engines answered: the embedder and the pool's vectors write to the cache

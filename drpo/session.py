@@ -29,6 +29,7 @@ import anyio
 import structlog
 
 from agents.criteria import CriteriaCache
+from agents.embedders import check_embedder
 from backends.cache import ResponseCache
 from backends.errors import EngineConfigError
 from backends.ledger import Ledger, LedgerBook
@@ -98,10 +99,19 @@ class Session:
 
 def check_paths(options: RunOptions) -> None:
     """`--out` and `--cache-dir` are folders that can be made and written. Writes nothing; the
-    runner calls it before it reads its inputs (the example pool writes embeddings under the
-    cache folder)."""
+    runner calls it before it reads its inputs."""
     check_path(options.out, "--out")
     check_path(options.cache_dir, "--cache-dir")
+
+
+def check_embedders(*names: str) -> None:
+    """Every retrieval embedder named is one this machine has, refused as bad input before an
+    engine is asked (building one writes under the cache folder, so it is built in the session)."""
+    for name in dict.fromkeys(names):
+        try:
+            check_embedder(name)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
 
 
 def check_caches(options: RunOptions) -> None:
