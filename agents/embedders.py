@@ -49,6 +49,13 @@ def _normalised(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.where(norms == 0, 1.0, norms)
 
 
+def _normalised_row(row: np.ndarray) -> np.ndarray:
+    """One row as `_normalised` makes it, bit for bit (the same squares, sum and root), without
+    `np.linalg.norm`'s dispatch, which costs more than the sum for one vector."""
+    norm = np.sqrt(np.add.reduce(row * row))
+    return row / norm if norm else row
+
+
 class LexicalEmbedder:
     name = "lexical"
 
@@ -107,17 +114,21 @@ class WordLlamaEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 1:  # a query being answered or served: the same vector, by a shorter path
-            return _normalised(self._one(texts[0])[np.newaxis].astype(np.float64))
+            return _normalised_row(self._one(texts[0]).astype(np.float64))[np.newaxis]
         return _normalised(np.asarray(self._model.embed(list(texts)), dtype=np.float64))
 
     def _one(self, text: str) -> np.ndarray:
         """WordLlama's pooled vector of one text, bit for bit, without its batch machinery: the
         tokenizer's single `encode` (a batch wakes its thread pool, which on a busy server costs
-        more than the encoding) and the mean of the token rows, summed along the same axis."""
-        model = self._model
-        ids = np.asarray(model.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
-        np.clip(ids, 0, model.embedding.shape[0] - 1, out=ids)
-        return np.sum(model.embedding[ids], axis=0, dtype=np.float32) / np.float32(max(len(ids), 1))
+        more than the encoding) and the mean of the token rows, summed along the same axis. Plain
+        ufunc calls on the id list, not `np.clip`/`np.sum` and their wrappers: for one short text
+        those cost more than the arithmetic (a served request pays this on every call)."""
+        embedding = self._model.embedding
+        ids = self._model.tokenizer.encode(text, add_special_tokens=False).ids
+        last = embedding.shape[0] - 1
+        if ids and (max(ids) > last or min(ids) < 0):  # WordLlama clips ids past its table
+            ids = [min(max(i, 0), last) for i in ids]
+        return np.add.reduce(embedding[ids], axis=0, dtype=np.float32) / np.float32(max(len(ids), 1))
 
 
 class MiniLMEmbedder:

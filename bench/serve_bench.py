@@ -28,8 +28,8 @@ engine): what a Python caller pays without a server.
 the same round: all `serve` puts between a client and its engine. `serve CPU` is the serve
 process's user+system CPU per request over its runs (from /proc): closed-loop clients keep the
 server busy, so once its one core is the bottleneck its latency at C clients grows with C times
-that figure. The load average is read at each cell: on a machine shared with other work, read
-the figures with it.
+that figure. The load average and the share of CPU time the hypervisor stole (from /proc/stat)
+are read at each cell: on a machine shared with other work, read the figures with them.
 """
 
 from __future__ import annotations
@@ -53,7 +53,17 @@ from typing import Any, Self
 from bench.results_store import machine
 from bench.serve_engine import FastEngine, Simulated, stop
 from bench.serve_floor import FloorProcess
-from bench.serve_load import PROMPT, QUERY, cpu_s, direct_body, in_process, over_http, serve_body
+from bench.serve_load import (
+    PROMPT,
+    QUERY,
+    cpu_s,
+    cpu_ticks,
+    direct_body,
+    in_process,
+    over_http,
+    serve_body,
+    steal_share,
+)
 from bench.serve_report import goal_lines, store, table
 
 HOST = "127.0.0.1"
@@ -138,6 +148,7 @@ def cell(engine_url: str, servers: dict[str, ServeProcess | FloorProcess], clien
     measured = []
     for i in range(rounds):
         got: dict[str, Any] = {}
+        ticks = cpu_ticks()
         for name in names[i % len(names):] + names[:i % len(names)]:
             url, body, server = paths[name]
             pid = server.proc.pid if server is not None and server.proc is not None else None
@@ -147,9 +158,12 @@ def cell(engine_url: str, servers: dict[str, ServeProcess | FloorProcess], clien
             if before is not None and after is not None:
                 got[name]["cpu_ms_per_request"] = 1000 * (after - before) / max(1, got[name]["requests"])
         got["load_1min"] = os.getloadavg()[0]
+        got["steal"] = steal_share(ticks, cpu_ticks())
         measured.append(got)
+    steals = [r["steal"] for r in measured if r["steal"] is not None]
     row: dict[str, Any] = {"clients": clients, "rounds": measured,
-                           "load_1min": statistics.median(r["load_1min"] for r in measured)}
+                           "load_1min": statistics.median(r["load_1min"] for r in measured),
+                           "steal": statistics.median(steals) if steals else None}
     for name in names:
         row[name] = pooled([r[name] for r in measured])
     for name in servers:

@@ -1,6 +1,7 @@
 """Where `serve` spends its CPU per request: the serve process under cProfile, or just its CPU.
 
-    python -m bench.serve_profile [--clients 4] [--seconds 5] [--no-profile] [--top 30] [--sort tottime]
+    python -m bench.serve_profile [--clients 4] [--seconds 5] [--engine-ms 0] [--no-profile] [--top 30]
+                                  [--sort tottime]
 
 The same three processes as bench/serve_bench.py (the fast engine, `serve` through its command
 path, the closed-loop load here), without the direct runs and the rounds: one run, then the serve
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.serve_bench import ServeProcess, _child, serve_body, write_artifact
+from bench.serve_bench import ServeProcess, _child, engine_latency, serve_body, write_artifact
 from bench.serve_engine import FastEngine
 from bench.serve_load import over_http
 
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="also save the raw profile here (for pstats)")
     parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     parser.add_argument("--embedder", default="wordllama", choices=["wordllama", "lexical"])
+    parser.add_argument("--engine-ms", type=engine_latency, default=(0.0, 0.0),
+                        help="the engine's delay: 20, or 20~10 for 10 to 30 ms (0)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, FastEngine() as engine:
+        engine.set_delay(*args.engine_ms)
         work = Path(tmp)
         artifact = write_artifact(work / "artifact", args.embedder)
         stats = None if args.no_profile else work / "serve.prof"

@@ -27,7 +27,9 @@ GOAL_MS = 2.0
 
 READING = """How to read them. The clients are closed-loop, so once a process on a path is CPU-bound the
 median at C clients is about C divided by that path's throughput. The clients, the engine and the
-server share the machine's cores (and any other work: the load column). The "floor" columns are a bare
+server share the machine's cores (and any other work: the load column; on a virtual machine, also the
+hypervisor's other guests: "CPU stolen" is the share of CPU time it gave them during the cell, which
+slows every process here by about as much). The "floor" columns are a bare
 aiohttp forwarder (bench/serve_floor.py) measured in the same rounds: the second hop alone, with no
 validation, retrieval, engine stack or trace; what `serve` adds beyond it is its own work.
 
@@ -60,6 +62,10 @@ def _cell_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
 def latency(row: dict[str, Any]) -> str:
     """The engine's delay as the table shows it: `20`, or `20±10` when it was drawn per request."""
     jitter = row.get("jitter_ms", 0.0)
@@ -73,8 +79,8 @@ def table(rows: list[dict[str, Any]]) -> str:
               "added p90 ms | serve CPU ms/request | "
               + ("floor added p50 ms | floor added p90 ms | floor CPU ms/request | " if floor else "")
               + ("SDK serve p50 ms | SDK serve CPU ms/request | " if sdk else "")
-              + "answer p50 ms | load (1 min) | errors |")
-    lines = [header, "|" + " --- |" * (12 + 3 * floor + 2 * sdk)]
+              + "answer p50 ms | load (1 min) | CPU stolen | errors |")
+    lines = [header, "|" + " --- |" * (13 + 3 * floor + 2 * sdk)]
     for r in rows:
         d, s, a = r["direct"], r["serve"], r.get("answer")
         errors = (d["errors"] + s["errors"] + (a["errors"] if a else 0) + (r["sdk"]["errors"] if sdk else 0)
@@ -85,7 +91,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {latency(r)} | {r['clients']} | {d['rps']:.0f} | {d['p50_ms']:.2f} | {s['rps']:.0f} | "
                      f"{s['p50_ms']:.2f} | {r['added_p50_ms']:.2f} | {r['added_p90_ms']:.2f} | "
                      f"{_cell_text(r['serve_cpu_ms_per_request'])} | {bare}{baseline}"
-                     f"{_cell_text(a['p50_ms'] if a else None)} | {r['load_1min']:.2f} | {errors} |")
+                     f"{_cell_text(a['p50_ms'] if a else None)} | {r['load_1min']:.2f} | {_share(r.get('steal'))} | "
+                     f"{errors} |")
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import orjson
 import structlog
 
 from telemetry import redact
@@ -153,6 +154,17 @@ def event_of(record: logging.LogRecord) -> dict[str, Any]:
 _JSON = structlog.processors.JSONRenderer(sort_keys=False)
 
 
+def render_json(event: dict[str, Any]) -> str:
+    """One event as a JSON object: orjson (a tenth of the cost, which a server pays on every
+    request), and structlog's renderer for what orjson refuses (a lone surrogate, an int past 64
+    bits, a key that is not a string). Objects orjson cannot serialize are written as their repr,
+    as structlog writes them."""
+    try:
+        return orjson.dumps(event, default=repr).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return _JSON(None, "", event)
+
+
 class JsonLines(logging.Formatter):
     """One JSON object per line, scrubbed after rendering (so JSON-escaped secrets go too)."""
 
@@ -164,7 +176,7 @@ class JsonLines(logging.Formatter):
         cached = record.__dict__.get(_RENDERED)
         if cached is not None and cached[0] is self.redactor:  # run.log and trace.jsonl share a line
             return cached[1]
-        line = self.redactor.scrub(_JSON(None, "", event_of(record)))
+        line = self.redactor.scrub(render_json(event_of(record)))
         record.__dict__[_RENDERED] = (self.redactor, line)
         return line
 

@@ -107,3 +107,15 @@ def test_one_query_embeds_to_wordllamas_own_vector_bit_for_bit(tmp_path):
     batch = embedder.embed(texts)  # WordLlama's own path, padded batches
     for text, row in zip(texts, batch, strict=True):
         assert np.array_equal(embedder.embed([text])[0], row), text
+
+
+def test_ids_past_the_table_are_clipped_as_wordllama_clips_them(tmp_path):
+    """WordLlama clips token ids its embedding table does not hold; the one-query path must too."""
+    import numpy as np
+
+    embedder = make_embedder("wordllama", tmp_path)
+    model = embedder._model
+    model.embedding = model.embedding[:300]  # most ids of these texts now lie past the table
+    texts = ["supercalifragilistic basil in winter", "水 ünï 🎉", "a"]
+    for text, row in zip(texts, embedder.embed(texts), strict=True):
+        assert np.array_equal(embedder.embed([text])[0], row), text

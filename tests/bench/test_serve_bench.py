@@ -39,12 +39,13 @@ def test_a_short_run_answers_every_request_on_every_path_and_reports_the_figures
         floor = sorted(r["floor"]["p50_ms"] - r["direct"]["p50_ms"] for r in row["rounds"])
         assert row["floor_added_p50_ms"] == pytest.approx(sum(floor) / 2)
         assert row["load_1min"] >= 0
+        assert 0 <= row["steal"] <= 1 and all(0 <= r["steal"] <= 1 for r in row["rounds"])  # Linux: /proc/stat
     printed = capsys.readouterr().out
     assert printed.count("\n| 0 | ") == 2 and "goal (<= 2 ms added at the median, 16 clients, engine 0 ms)" in printed
     assert "load average" in printed
     section = "\n".join(section_lines(result))
     assert section.startswith(HEADING) and result["command"] in section and section.count("\n| 0 | ") == 2
-    assert "SDK serve CPU ms/request" in section and "floor added p50 ms" in section
+    assert "SDK serve CPU ms/request" in section and "floor added p50 ms" in section and "CPU stolen" in section
     assert "goal (<= 2 ms added" in section and "(a bare forwarder: " in section
 
     results_md = tmp_path / "RESULTS.md"
@@ -95,3 +96,12 @@ def test_a_jittered_engine_answers_after_delays_spread_around_the_mean():
             took.append(1000 * (time.perf_counter() - started))
     assert min(took) >= 10 and max(took) < 60, took
     assert max(took) - min(took) > 8, took  # spread, not one fixed delay
+
+
+def test_the_stolen_share_is_the_stolen_ticks_over_all_ticks_between_two_readings():
+    from bench.serve_load import cpu_ticks, steal_share
+
+    assert steal_share((10, 1000), (40, 1200)) == pytest.approx(0.15)
+    assert steal_share(None, (40, 1200)) is None and steal_share((10, 1000), (10, 1000)) is None
+    stolen, total = cpu_ticks()  # this machine's own counters
+    assert 0 <= stolen <= total

@@ -109,6 +109,31 @@ async def test_the_trace_holds_agent_messages_and_engine_faults_only(tmp_path):
     assert len(lines(tmp_path / "run.log")) == 4
 
 
+async def test_every_value_is_written_as_one_json_line_and_scrubbed(tmp_path):
+    """Lines are rendered by orjson; what it refuses (a lone surrogate from undecodable input, an int
+    past 64 bits, a key that is not a string) or cannot serialize (a set, an object) still makes one
+    valid JSON line, and a secret is masked in every one of them."""
+    secret = "sk-live-0123456789abcdef"
+
+    class Thing:
+        def __repr__(self) -> str:
+            return f"Thing({secret})"
+
+    log = get_logger("drpo.beam")
+    with run_logs(tmp_path, Redactor([secret])):
+        log.info("plain", text=f"key {secret}", score=float("nan"), nested={"a": [1, 2]})
+        log.info("surrogate", query="caf\udce9", key=secret)
+        log.info("huge", n=2**70, by_id={1: secret})
+        log.info("objects", thing=Thing(), kinds={"a"})
+    written = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert secret not in written
+    events = lines(tmp_path / "run.log")
+    assert [e["event"] for e in events] == ["plain", "surrogate", "huge", "objects"]
+    assert events[0]["nested"] == {"a": [1, 2]} and events[0]["text"] == "key ***"
+    assert events[1]["query"] == "caf\udce9" and events[2]["n"] == 2**70 and events[2]["by_id"] == {"1": "***"}
+    assert events[3]["thing"] == "Thing(***)" and events[3]["kinds"] == "{'a'}"
+
+
 async def test_project_loggers_ignore_structlogs_global_configuration(tmp_path):
     saved = structlog.get_config()
 

@@ -140,7 +140,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(artifacts, tmp_p
     [(status, answer)] = answered
     assert status == 200 and answer["choices"][0]["message"]["content"].startswith("ANSWER[")
     assert any("serve.stopped" in line for line in seen) and "Traceback" not in "".join(seen)
-    trace = (tmp_path / "logs" / "trace.jsonl").read_text()
-    assert '"serve.request"' in trace and '"status": 200' in trace
+    trace = [json.loads(line) for line in (tmp_path / "logs" / "trace.jsonl").read_text().splitlines()]
+    assert any(line["event"] == "serve.request" and line["status"] == 200 for line in trace)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/models", timeout=5)
