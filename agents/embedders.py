@@ -156,6 +156,8 @@ RECORDED = {
     MiniLMEmbedder.name: "minilm",
 }
 """The `name` each embedder records in an artifact, and the choice that builds it again."""
+EMBEDDER_NAMES = tuple(dict.fromkeys((*EMBEDDERS, *RECORDED)))
+"""Every name `--embedder` takes: a choice, or the name an artifact recorded."""
 
 
 def check_embedder(name: str) -> None:
@@ -195,8 +197,7 @@ def make_embedder(name: str, cache_dir: Path) -> Embedder:
 def _choice(name: str) -> str:
     choice = RECORDED.get(name, name)
     if choice not in EMBEDDERS:
-        known = ", ".join((*EMBEDDERS, *RECORDED))
-        raise ValueError(f"unknown embedder {name!r}; use one of {known}")
+        raise ValueError(f"unknown embedder {name!r}; use one of {', '.join(EMBEDDER_NAMES)}")
     return choice
 
 

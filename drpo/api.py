@@ -23,7 +23,7 @@ from backends.ledger import Ledger
 from backends.policy_mode import resolve_policy
 from backends.protocol import Engine
 from backends.registry import BackendPool, EngineFactory, build_engine
-from drpo.datasets import load_examples
+from drpo.datasets import checked_text, load_examples, read_text_file
 from drpo.errors import UserInputError
 from drpo.run_folder import make_folder
 from drpo.session import default_cache_dir
@@ -111,11 +111,15 @@ class AlignedModel:
 
     @classmethod
     def from_files(cls, prompt_file: str | Path, examples_file: str | Path, **kwargs) -> AlignedModel:  # type: ignore[no-untyped-def]
+        """A prompt from a plain-text file and examples from any example file `load_examples` reads;
+        each refused in one line (`read_text_file`) when it is no readable UTF-8 text."""
         prompt_path = Path(prompt_file)
-        if not prompt_path.is_file():
-            raise UserInputError(f"--prompt-file {prompt_path}: no such file")
+        hint = "pass a plain-text file that holds the system prompt"
+        prompt = checked_text(read_text_file(prompt_path, "--prompt-file", hint).strip(), str(prompt_path), "prompt")
+        if not prompt:
+            raise UserInputError(f"--prompt-file {prompt_path}: the file is empty; {hint}")
         examples, _ = load_examples(Path(examples_file))
-        return cls(prompt_path.read_text(encoding="utf-8").strip(), examples, **kwargs)
+        return cls(prompt, examples, **kwargs)
 
     def request(self, query: str) -> PolicyRequest:
         return PolicyRequest(system_prompt=self.prompt, query=query, examples=self.pool.top_k(query, self.k))

@@ -20,7 +20,14 @@ from backends.errors import CallFailed
 from drpo.cli_errors import FAILURES, is_bad_input, report
 from drpo.cli_summary import curate_summary, optimize_summary
 from drpo.console import curate_plan, eval_plan, optimize_plan, watching
-from drpo.datasets import CURATED_FILE, DEFAULT_EXAMPLES, DEFAULT_TRAIN, _checked, check_enough_queries, load_queries
+from drpo.datasets import (
+    CURATED_FILE,
+    DEFAULT_EXAMPLES,
+    DEFAULT_TRAIN,
+    check_enough_queries,
+    checked_text,
+    load_queries,
+)
 from drpo.errors import UserInputError
 from drpo.projection import format_projection
 from drpo.run_costs import format_options
@@ -156,7 +163,7 @@ def run_answer(args: argparse.Namespace, config: RunConfig) -> int:
 
     if not args.query.strip():
         raise UserInputError("answer: the query is empty; pass the question to answer as the last argument")
-    _checked(args.query, "answer", "query")  # a byte that is no UTF-8 arrives as a lone surrogate: no engine takes it
+    checked_text(args.query, "answer", "query")  # a byte that is no UTF-8 arrives as a lone surrogate
     if (args.artifact is None) == (args.prompt_file is None):
         raise UserInputError("answer: pass either --artifact DIR or --prompt-file FILE (with --examples FILE)")
     if args.prompt_file is not None and args.examples is None:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from backends.registry import BUNDLED_MODEL
+from drpo.datasets import read_text_file
 from drpo.errors import UserInputError
 from schemas.config import BackendConfig, RoleConfig, RunConfig, SearchConfig
 
@@ -38,20 +39,20 @@ SEARCH_FLAGS = ("depth", "max_depth_increase", "beam", "actions", "k", "seed", "
 """`optimize` flags that set the `[search]` key of the same name."""
 
 
+CONFIG_HINT = "pass a TOML file"
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserInputError(f"--config {path}: no such file")
+    """The settings file's tables. Read as every input file is (a missing path is "no such file", a
+    folder or /dev/null says what it is instead), then parsed: each fault is one line."""
+    text = read_text_file(path, "--config", CONFIG_HINT)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UserInputError(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserInputError(f"--config {path}: invalid TOML ({exc})") from None
     except RecursionError:
         raise UserInputError(f"--config {path}: nested too deeply to be a settings file; "
                              "sections hold keys, arrays and small tables") from None
-    except OSError as exc:
-        raise UserInputError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def validation_message(exc: ValidationError, where: str) -> str:

@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.embedders import EMBEDDERS, RECORDED
+from agents.embedders import EMBEDDER_NAMES
 from backends.registry import engine_names
 from drpo.errors import UserInputError
 from drpo.serve_cli import add_serve_parser
@@ -55,14 +55,20 @@ def _engine_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--max-concurrency", type=positive("--max-concurrency"),
                          help="requests in flight per endpoint, for every backend (64)")
     command.add_argument("--cache-dir", type=Path, help="shared caches (default: $DRPO_CACHE_DIR or ~/.cache/drpo)")
-    command.add_argument("--embedder", choices=tuple(dict.fromkeys((*EMBEDDERS, *RECORDED))), default="auto",
-                         metavar="EMBEDDER",
-                         help="retrieval embedder: auto (WordLlama if installed, else lexical), wordllama, minilm, "
-                              "lexical, or the name an artifact recorded (e.g. wordllama-l2-supercat-256)")
     command.add_argument("--policy-mode", choices=("auto", "chat", "completion"),
                          help="how the policy (the model aligned) is prompted: chat (its chat template), completion "
                               "(the raw text, for a base model) or auto (chat if the model has a template); sets "
                               "policy_mode of the backend the policy runs on")
+
+
+def _retrieval_options(command: argparse.ArgumentParser) -> None:
+    """Options of the commands that retrieve in-context examples per query (optimize, answer, eval;
+    `serve` has its own, whose `auto` is the artifact's embedder). `curate` rewrites each example on its own and never embeds, so it does not take them: a flag it
+    accepted would silently change nothing."""
+    command.add_argument("--embedder", choices=EMBEDDER_NAMES, default="auto",
+                         metavar="EMBEDDER",
+                         help="retrieval embedder: auto (WordLlama if installed, else lexical), wordllama, minilm, "
+                              "lexical, or the name an artifact recorded (e.g. wordllama-l2-supercat-256)")
 
 
 def _run_folder_options(command: argparse.ArgumentParser) -> None:
@@ -97,7 +103,8 @@ def _command(sub: argparse._SubParsersAction, name: str, summary: str, *groups: 
 
 
 def _optimize(sub: argparse._SubParsersAction) -> None:
-    opt = _command(sub, "optimize", "beam search for an aligned system prompt", _engine_options, _run_folder_options)
+    opt = _command(sub, "optimize", "beam search for an aligned system prompt", _engine_options, _retrieval_options,
+                   _run_folder_options)
     opt.add_argument("--train", type=Path, action="extend", nargs="+", metavar="FILE",
                      help="JSONL with a 'query'/'instruction' field, a JSON array of such records, or one query per "
                           "line; several files mix into one stream, each file's name its stratum")
@@ -140,7 +147,8 @@ def _curate(sub: argparse._SubParsersAction) -> None:
 
 
 def _answer(sub: argparse._SubParsersAction) -> None:
-    ans = _command(sub, "answer", "answer a query with an aligned prompt and retrieved examples", _engine_options)
+    ans = _command(sub, "answer", "answer a query with an aligned prompt and retrieved examples", _engine_options,
+                   _retrieval_options)
     ans.add_argument("query", help="the user query")
     ans.add_argument("--artifact", type=Path, help="an optimize output folder (prompt and examples)")
     ans.add_argument("--prompt-file", type=Path, help="a plain-text system prompt (instead of --artifact)")
@@ -151,7 +159,7 @@ def _answer(sub: argparse._SubParsersAction) -> None:
 
 def _eval(sub: argparse._SubParsersAction) -> None:
     ev = _command(sub, "eval", "score an aligned prompt against baselines with a just-eval-style judge",
-                  _engine_options)
+                  _engine_options, _retrieval_options)
     ev.add_argument("--data", type=Path, required=True,
                     help="just-eval-instruct JSON/JSONL (id, instruction, category, ...) or a query file")
     ev.add_argument("--artifact", type=Path, required=True, help="the optimize output folder under test")

@@ -37,8 +37,11 @@ class TrainQuery(BaseModel):
 # --- reading files --------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, flag: str, hint: str = TRAIN_HINT) -> str:
-    """The file's text, or one line saying why there is none to read."""
+def read_text_file(path: Path, flag: str, hint: str = TRAIN_HINT) -> str:
+    """The UTF-8 text of the file `flag` named, or one line saying why there is none to read: a
+    missing path, a dangling link, a folder, something that is no regular file (a device such as
+    /dev/null or a FIFO, which would read as empty or block), unreadable bytes or non-UTF-8 text.
+    Query files, example files and `--config` are read here, so each flag says the same."""
     try:
         if path.is_symlink() and not path.exists():
             raise UserInputError(f"{flag} {path}: a symbolic link to {os.readlink(path)}, which does not exist; {hint}")
@@ -62,7 +65,12 @@ _UNSENDABLE = re.compile("[\x00\ud800-\udfff]")
 accepted by the JSON parser, they fail when the text is encoded, midway through a paid run."""
 
 
-def _checked(text: str, where: str, field: str) -> str:
+def checked_text(text: str, where: str, field: str) -> str:
+    """`text` unchanged when an engine can take it, else one line naming `where`, the `field` and the
+    first character no request can carry (NUL or a lone surrogate), so the fault is bad input found
+    before any call, not an encoding error midway through a paid run. Used for every text read from
+    a file and for a query given on the command line (where a byte that is no UTF-8 arrives as a
+    lone surrogate)."""
     if (bad := _UNSENDABLE.search(text)) is None:
         return text
     what = "a NUL character" if bad.group() == "\x00" else "a lone surrogate (half of a character)"
@@ -155,9 +163,9 @@ def _from_record(record: object, where: str, source: str) -> TrainQuery:
     if not isinstance(record, dict):
         raise UserInputError(f"{where}: expected a JSON object with a 'query' field, got {type(record).__name__}")
     for key, value in record.items():  # callers may write any of them (eval: id, category)
-        _checked(key, where, "field name")
+        checked_text(key, where, "field name")
         if isinstance(value, str):
-            _checked(value, where, f"'{key}' field")
+            checked_text(value, where, f"'{key}' field")
     text = record.get("query", record.get("instruction"))
     if not isinstance(text, str) or not text.strip():
         raise UserInputError(f"{where}: no non-empty 'query' (or 'instruction') string field")
@@ -180,13 +188,13 @@ def _train_records(path: Path, text: str) -> Iterator[tuple[object, str]]:
     if path.suffix in (".jsonl", ".json") or _first_line_is_object(text, f"{path}:1"):
         return _jsonl(path, text)
     lines = ((n, line) for n, line in _lines(text) if line.strip())
-    return (({"query": _checked(line, f"{path}:{n}", "line")}, f"{path}:{n}") for n, line in lines)
+    return (({"query": checked_text(line, f"{path}:{n}", "line")}, f"{path}:{n}") for n, line in lines)
 
 
 def load_records(path: Path, source: str = "file", flag: str = "--train") -> list[tuple[TrainQuery, dict]]:
     """Each query with the JSON record it came from (`{"query": line}` for a plain text line);
     `source` is the stratum of records that name none, `flag` the option errors name."""
-    text = _read_text(path, flag)
+    text = read_text_file(path, flag)
     pairs = [(_from_record(record, where, source), record) for record, where in _train_records(path, text)]
     if not pairs:
         raise UserInputError(f"{flag} {path}: the file holds no queries; {TRAIN_HINT}")
@@ -260,8 +268,8 @@ def _example(record: object, where: str) -> Example:
     query, answer = record.get("query"), record.get("answer")
     if not isinstance(query, str) or not query.strip() or not isinstance(answer, str) or not answer.strip():
         raise UserInputError(f"{where}: needs non-empty 'query' and 'answer' strings")
-    _checked(query, where, "query")
-    _checked(answer, where, "answer")
+    checked_text(query, where, "query")
+    checked_text(answer, where, "answer")
     return Example(query=query.strip(), answer=_strip_markers(answer))
 
 
@@ -284,7 +292,7 @@ def load_examples(path: Path, flag: str = "--examples") -> tuple[list[Example], 
     the file or its folder). Returns the examples and the file they came from."""
     if path.is_dir():
         path = path / CURATED_FILE
-    text = _read_text(path, flag, EXAMPLES_HINT)
+    text = read_text_file(path, flag, EXAMPLES_HINT)
     examples = [_example(record, where) for record, where in _example_records(path, text)]
     if not examples:
         raise UserInputError(f"{flag} {path}: the file holds no examples; {EXAMPLES_HINT}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from agents.embedders import EMBEDDERS
+from agents.embedders import EMBEDDER_NAMES
 from backends.errors import EngineRefused
 from backends.openai_compat import loopback_host
 from backends.registry import engine_names
@@ -64,7 +64,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     serve.add_argument("--max-concurrency", type=_number("--max-concurrency", 1),
                        help="requests in flight to the engine, per endpoint (the config's, 64)")
     serve.add_argument("--cache-dir", type=Path, help="embeddings cache (default: $DRPO_CACHE_DIR or ~/.cache/drpo)")
-    serve.add_argument("--embedder", choices=EMBEDDERS, default="auto", help="retrieval embedder (the artifact's)")
+    serve.add_argument("--embedder", choices=EMBEDDER_NAMES, default="auto", metavar="EMBEDDER",
+                       help="retrieval embedder: auto (the one the artifact recorded), wordllama, minilm, lexical")
     serve.add_argument("--allow-mode-change", action="store_true",
                        help="answer a completion-mode artifact in chat mode (or the reverse) when the config says so")
     serve.add_argument("-k", type=_number("-k", 0), default=3, help="examples retrieved per request (3)")

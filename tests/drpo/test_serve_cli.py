@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from agents.embedders import EMBEDDER_NAMES
 from drpo.cli import main
+from drpo.cli_parser import build_parser
 from tests.drpo.test_serve import QUERY, WORLD_KEY, artifacts, read
 from tests.drpo_world import DRPOWorld
 
@@ -57,6 +59,15 @@ def test_bad_input_is_one_line_and_exit_code_2(artifacts, argv, mentions, capsys
     artifact = [] if argv[:1] == ["--artifact"] or not argv else ["--artifact", str(artifacts["chat"])]
     assert main(["serve", *artifact, *argv]) == 2
     assert mentions in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("name", EMBEDDER_NAMES)
+def test_serve_takes_every_embedder_name_answer_takes(name):
+    """An artifact records its embedder by name (e.g. wordllama-l2-supercat-256); a user who copies
+    it from artifact.json into `serve --embedder` must not be refused where `answer` accepts it."""
+    parser = build_parser()
+    for argv in (["serve", "--artifact", "run"], ["answer", "q", "--artifact", "run"]):
+        assert parser.parse_args([*argv, "--embedder", name]).embedder == name
 
 
 @pytest.mark.real_engine

@@ -90,15 +90,16 @@ class Workspace:
         """The command's smallest real invocation against `url` (`report` of `run`, which ignores `url`)."""
         if command == "report":
             return ["report", str(run or self.run), *extra]
-        common = ["--config", str(config or self.config(url, key_env)), "--embedder", "lexical",
-                  "--cache-dir", str(self.cache)]
+        common = ["--config", str(config or self.config(url, key_env)), "--cache-dir", str(self.cache)]
+        lexical = ["--embedder", "lexical"]  # the commands that retrieve examples; curate never embeds
         specific = {
-            "optimize": ["--train", str(self.train), "--examples", str(self.examples), "--depth", "2", "--beam", "1",
-                         "--actions", "1", "-k", "1", "--out", str(self.out)],
+            "optimize": [*lexical, "--train", str(self.train), "--examples", str(self.examples), "--depth", "2",
+                         "--beam", "1", "--actions", "1", "-k", "1", "--out", str(self.out)],
             "curate": ["--examples", str(self.examples), "--iterations", "1", "--out", str(self.out)],
-            "answer": ["--prompt-file", str(self.prompt), "--examples", str(self.examples), "-k", "1", QUERY],
-            "eval": ["--data", str(self.data), "--artifact", str(run or self.run), "-k", "1", "--bootstrap", "20",
-                     "--out", str(self.out)],
+            "answer": [*lexical, "--prompt-file", str(self.prompt), "--examples", str(self.examples), "-k", "1",
+                       QUERY],
+            "eval": [*lexical, "--data", str(self.data), "--artifact", str(run or self.run), "-k", "1",
+                     "--bootstrap", "20", "--out", str(self.out)],
         }[command]
         return [command, *common, *specific, *extra]  # later flags win: `extra` overrides the defaults
 

@@ -148,6 +148,16 @@ def test_an_unknown_embedder_is_refused_with_the_names_it_takes(ws, cli, world):
     assert all(name in line for name in RECORDED)
 
 
+def test_curate_which_never_embeds_refuses_embedder_as_an_unknown_flag(ws, cli, world, capsys):
+    argv = ws.argv("curate", world.url, "--embedder", "lexical")
+    before = snapshot(ws.root)
+    assert_error(cli(argv), 2, "unrecognized arguments: --embedder")
+    assert world.posts == [] and snapshot(ws.root) == before
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["curate", "--help"])
+    assert "--embedder" not in capsys.readouterr().out
+
+
 def test_a_question_for_answer_still_comes_last(ws):
     args = build_parser().parse_args(ws.argv("answer", "http://127.0.0.1:9/v1", "--policy-mode", "chat"))
     assert args.query == QUERY and args.policy_mode == "chat" and not args.allow_mode_change

@@ -6,6 +6,7 @@ exit 2 and one line that names the input, before any request is sent and with no
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,60 @@ def test_a_settings_file_nested_too_deeply_is_one_line(ws, cli, world, command, 
     deep = "[" * 3000 + "]" * 3000 if nesting == "array" else "{a = " * 3000 + "1" + "}" * 3000
     config.write_text(f"x = {deep}\n{backend_toml(world.url)}")
     refused_before_anything(ws, cli, world, ws.argv(command, world.url, config=config), str(config), "nested")
+
+
+def not_a_settings_file(ws: Workspace, kind: str) -> tuple[Path, str]:
+    """A `--config` path that is no TOML file, and what the one line must call it."""
+    if kind == "dev-null":
+        return Path(os.devnull), "not a regular file; pass a TOML file"
+    path = ws.inputs / "settings"
+    if kind == "folder":
+        path.mkdir()
+        return path, "a folder, not a file; pass a TOML file"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would block until a writer came
+        return path, "not a regular file; pass a TOML file"
+    return path, "no such file; pass a TOML file"
+
+
+def config_argv(ws: Workspace, command: str, url: str, config: Path) -> list[str]:
+    if command == "serve":
+        return ["serve", "--artifact", str(ws.run), "--config", str(config), "--port", "0"]
+    return ws.argv(command, url, config=config)
+
+
+@pytest.mark.parametrize("kind", ["dev-null", "folder", "fifo", "missing"])
+@pytest.mark.parametrize("command", [*ENGINE_COMMANDS, "serve"])  # every command that takes --config
+def test_a_config_path_that_is_no_file_says_what_it_is(ws, cli, world, command, kind):
+    config, what = not_a_settings_file(ws, kind)
+    refused_before_anything(ws, cli, world, config_argv(ws, command, world.url, config), f"--config {config}: {what}")
+
+
+PROMPT_FILES = {
+    "folder": "a folder, not a file",
+    "fifo": "not a regular file",
+    "missing": "no such file",
+    "not-utf8": "not UTF-8 text",
+    "nul": "NUL character",
+    "empty": "the file is empty",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PROMPT_FILES))
+def test_a_prompt_file_that_holds_no_prompt_is_one_line(ws, cli, world, kind):
+    prompt = ws.prompt
+    prompt.unlink()
+    if kind == "folder":
+        prompt.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(prompt)  # reading it would block until a writer came
+    elif kind == "not-utf8":
+        prompt.write_bytes(b"You are \xff helpful.\n")
+    elif kind == "nul":
+        prompt.write_text("You are\x00 helpful.\n", encoding="utf-8")
+    elif kind == "empty":
+        prompt.write_text("  \n", encoding="utf-8")
+    refused_before_anything(ws, cli, world, ws.argv("answer", world.url), str(prompt), PROMPT_FILES[kind])
 
 
 # --- data files -----------------------------------------------------------------------------------
