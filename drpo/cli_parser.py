@@ -63,10 +63,9 @@ def _engine_options(command: argparse.ArgumentParser) -> None:
 
 def _retrieval_options(command: argparse.ArgumentParser) -> None:
     """Options of the commands that retrieve in-context examples per query (optimize, answer, eval;
-    `serve` has its own, whose `auto` is the artifact's embedder). `curate` rewrites each example on its own and never embeds, so it does not take them: a flag it
-    accepted would silently change nothing."""
-    command.add_argument("--embedder", choices=EMBEDDER_NAMES, default="auto",
-                         metavar="EMBEDDER",
+    `serve` has its own, whose `auto` is the artifact's embedder). `curate` rewrites each example on
+    its own and never embeds, so it does not take them: a flag it accepted would change nothing."""
+    command.add_argument("--embedder", choices=EMBEDDER_NAMES, default="auto", metavar="EMBEDDER",
                          help="retrieval embedder: auto (WordLlama if installed, else lexical), wordllama, minilm, "
                               "lexical, or the name an artifact recorded (e.g. wordllama-l2-supercat-256)")
 

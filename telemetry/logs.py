@@ -157,10 +157,10 @@ _JSON = structlog.processors.JSONRenderer(sort_keys=False)
 def render_json(event: dict[str, Any]) -> str:
     """One event as a JSON object: orjson (a tenth of the cost, which a server pays on every
     request), and structlog's renderer for what orjson refuses (a lone surrogate, an int past 64
-    bits, a key that is not a string). Objects orjson cannot serialize are written as their repr,
-    as structlog writes them."""
+    bits, a key that is not a string). Numpy scalars are numbers (a score or a similarity from numpy
+    is one); other objects orjson cannot serialize are written as their repr, as structlog writes them."""
     try:
-        return orjson.dumps(event, default=repr).decode()
+        return orjson.dumps(event, default=repr, option=orjson.OPT_SERIALIZE_NUMPY).decode()
     except TypeError:  # orjson.JSONEncodeError
         return _JSON(None, "", event)
 

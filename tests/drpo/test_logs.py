@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 import structlog
 
@@ -121,7 +122,8 @@ async def test_every_value_is_written_as_one_json_line_and_scrubbed(tmp_path):
 
     log = get_logger("drpo.beam")
     with run_logs(tmp_path, Redactor([secret])):
-        log.info("plain", text=f"key {secret}", score=float("nan"), nested={"a": [1, 2]})
+        log.info("plain", text=f"key {secret}", score=float("nan"), nested={"a": [1, 2]}, mean=np.float64(0.5),
+                 count=np.int64(3))
         log.info("surrogate", query="caf\udce9", key=secret)
         log.info("huge", n=2**70, by_id={1: secret})
         log.info("objects", thing=Thing(), kinds={"a"})
@@ -130,6 +132,7 @@ async def test_every_value_is_written_as_one_json_line_and_scrubbed(tmp_path):
     events = lines(tmp_path / "run.log")
     assert [e["event"] for e in events] == ["plain", "surrogate", "huge", "objects"]
     assert events[0]["nested"] == {"a": [1, 2]} and events[0]["text"] == "key ***"
+    assert events[0]["mean"] == 0.5 and events[0]["count"] == 3  # numpy scalars stay numbers
     assert events[1]["query"] == "caf\udce9" and events[2]["n"] == 2**70 and events[2]["by_id"] == {"1": "***"}
     assert events[3]["thing"] == "Thing(***)" and events[3]["kinds"] == "{'a'}"
 
