@@ -69,9 +69,7 @@ class Ledger:
             account.sent += 1
         elif kind == "record":
             backend, usage = detail.split("\x1f", 1)
-            spent = Usage.model_validate_json(usage)
-            account.usage = account.usage + spent
-            self._by_backend[backend] = self._by_backend[backend] + spent
+            self._spend(role, backend, Usage.model_validate_json(usage))
         elif kind == "fault":
             account.faults[detail] = account.faults.get(detail, 0) + 1
         elif kind == "failed":
@@ -106,7 +104,16 @@ class Ledger:
         self._event("replay" if replayed else "hit", role)
 
     def record(self, role: str, backend: str, usage: Usage) -> None:
-        self._event("record", role, f"{backend}\x1f{usage.model_dump_json()}")
+        """A reply's cost. Applied from the object itself: its JSON form is made only for the book
+        (every engine call passes here)."""
+        self._spend(role, backend, usage)
+        if self._book is not None:
+            self._book.append("record", role, f"{backend}\x1f{usage.model_dump_json()}")
+
+    def _spend(self, role: str, backend: str, spent: Usage) -> None:
+        account = self._by_role[role]
+        account.usage = account.usage + spent
+        self._by_backend[backend] = self._by_backend[backend] + spent
 
     def fault(self, role: str, kind: str) -> None:
         self._event("fault", role, kind)

@@ -32,3 +32,18 @@ def test_replays_are_counted_apart_from_shared_cache_hits(tmp_path):
     ledger.cache_hit("policy")
     account = ledger.by_role()["policy"]
     assert (account.replayed, account.cache_hits, account.usage.calls) == (1, 1, 0)
+
+
+def test_the_live_account_is_the_one_a_replay_rebuilds(tmp_path):
+    """Costs are applied from the reply's object as they come, and parsed from the book on resume:
+    both give the same account, per role and per backend, to the last float."""
+    live = Ledger()
+    live.attach(LedgerBook(tmp_path / "ledger.sqlite"))
+    for i, (role, backend) in enumerate([("policy", "a:m"), ("judge", "a:m"), ("policy", "b:n")] * 3):
+        live.reserve(role)
+        live.record(role, backend, Usage(calls=1, tokens_in=10 + i, tokens_out=i, latency_s=0.1 * (i + 1) / 3))
+    replayed = Ledger()
+    replayed.attach(LedgerBook(tmp_path / "ledger.sqlite"))
+    assert replayed.by_role() == live.by_role()
+    assert replayed.by_backend() == live.by_backend()
+    assert live.by_backend()["b:n"].tokens_in == 12 + 15 + 18
