@@ -44,6 +44,9 @@ from schemas.usage import Usage
 MAX_FAULT_TEXT = openai_errors.MAX_FAULT_TEXT  # where tests/hostile/test_secrets.py reads it
 OPENAI_STOP_LIMIT = 4  # api.openai.com accepts at most four stop strings; other servers take them all
 PROBE_TIMEOUT_S = 10.0
+MAX_REPLY_BYTES = 64 << 20
+"""A reply (after decompression) past this size is unusable output, refused while it is read: an
+answer is kilobytes, and a server that sent without end held it all in this process's memory."""
 
 
 def build(config: BackendConfig, model: str | None) -> OpenAICompatEngine | RoutedEngine:
@@ -102,7 +105,7 @@ class OpenAICompatEngine:
                 session = await self._http()
                 async with session.get(self._urls["models"], timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
                                        ) as response:
-                    raw = await response.read()
+                    raw = await _read(response)
                     if not 200 <= response.status < 300:
                         raise self._errors.reply_fault(response.status, response.headers, raw)
         except EngineRefused as refused:
@@ -138,7 +141,7 @@ class OpenAICompatEngine:
             session = await self._http()
             async with session.post(self._urls["chat/completions" if chat else "completions"], data=_dumps(body)
                                     ) as response:
-                raw = await response.read()
+                raw = await _read(response)
                 if not 200 <= response.status < 300:
                     raise self._errors.reply_fault(response.status, response.headers, raw)
             reply = _loads(raw)
@@ -213,6 +216,23 @@ class OpenAICompatEngine:
         session, self._session = self._session, None
         if session is not None and (self._loop is asyncio.get_running_loop() or self._loop.is_closed()):
             await session.close()
+
+
+async def _read(response: Any) -> bytes:
+    """The reply's body, at most `MAX_REPLY_BYTES`. A declared length is checked and read at once
+    (every well-behaved reply); a chunked or compressed one is counted as it arrives."""
+    length = response.content_length
+    if length is not None and "Content-Encoding" not in response.headers:
+        if length > MAX_REPLY_BYTES:
+            raise InvalidOutput(f"the server's reply is over {MAX_REPLY_BYTES} bytes ({length} declared); not read")
+        return await response.read()
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            raise InvalidOutput(f"the server's reply is over {MAX_REPLY_BYTES} bytes; it was not read further")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

@@ -18,11 +18,14 @@ In front of every handler, one middleware: the bearer token when `--auth-env` se
 failure as an OpenAI error body (never a traceback or a secret), and one trace line per request
 (`drpo.trace.serve`: request id, status, latency, tokens, the indices of the retrieved examples;
 never the query's text). `serve_until_signalled` drains on SIGTERM or Ctrl-C: it stops accepting,
-lets requests in flight finish (up to `shutdown_timeout_s`) and closes the engine.
+lets requests in flight finish (up to `shutdown_timeout_s`) and closes the engine; a second signal
+cancels what is still being answered. What aiohttp reports outside any handler (a request that is
+no HTTP) goes to `_ConnectionLog`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import signal
 import time
@@ -35,6 +38,7 @@ import anyio
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from agents.policy import policy_call
 from drpo.api import AlignedModel
@@ -78,6 +82,8 @@ class AlignedServer:
         self.setup = setup
         self.options = options
         self.in_flight = 0
+        self._handlers: set[asyncio.Task[Any]] = set()
+        """The tasks answering requests now, so that a second signal can stop them (`stop_now`)."""
         self._token = options.auth_token.encode("utf-8", "surrogateescape") if options.auth_token else None
         self._index = {id(example): i for i, example in enumerate(model.pool.examples)}
 
@@ -104,20 +110,32 @@ class AlignedServer:
         # request in a task of its own (a copy of the context), so nothing needs unbinding
         structlog.contextvars.bind_contextvars(request_id=rid)
         started = time.perf_counter()
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         try:
             response = await self._dispatch(request, handler)
         except ApiError as error:
             response = self._error(error, note)
+        except asyncio.CancelledError:  # stopped: a second signal, or the drain's time ran out; no answer goes out
+            note["error"] = "cancelled"
+            self._trace(request, None, started)
+            raise
         except Exception as exc:  # noqa: BLE001 - the boundary: engine faults and bugs become error bodies
             error = engine_error(exc, redactor=self.options.redactor, request_id=rid,
                                  retry_after_s=self.options.limits.retry_after_s)
             log.warning("serve.failed", request_id=rid, status=error.status, code=error.code,
                         error=f"{type(exc).__name__}: {self.options.redactor.scrub_exception(exc)}"[:500])
             response = self._error(error, note)
-        if request.path != "/health":
-            trace.info("serve.request", request_id=rid, method=request.method, path=request.path,
-                       status=response.status, latency_ms=round(1000 * (time.perf_counter() - started), 3), **note)
+        self._trace(request, response.status, started)
         return response
+
+    @staticmethod
+    def _trace(request: web.Request, status: int | None, started: float) -> None:
+        if request.path != "/health":
+            trace.info("serve.request", request_id=request[REQUEST_ID], method=request.method, path=request.path,
+                       status=status, latency_ms=round(1000 * (time.perf_counter() - started), 3), **request[NOTE])
 
     async def _dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -141,6 +159,11 @@ class AlignedServer:
                 raise
             raise ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=exc.reason.lower()
                            .replace(" ", "_")) from None
+
+    def stop_now(self) -> None:
+        """Cancel every request being answered (a second signal while draining)."""
+        for task in list(self._handlers):
+            task.cancel()
 
     def _authorize(self, request: web.Request) -> None:
         if self._token is None or request.path == "/health":
@@ -171,7 +194,11 @@ class AlignedServer:
     async def _json(self, request: web.Request) -> dict[str, Any]:
         if (request.content_length or 0) > self.options.limits.max_body_bytes:
             raise self._too_large()
-        raw = await request.read()  # aiohttp refuses past client_max_size (chunked bodies too)
+        try:
+            raw = await request.read()  # aiohttp refuses past client_max_size (chunked bodies too)
+        except ConnectionError:  # the client left before its body arrived: its doing, not the server's
+            raise ApiError(499, "the client closed the connection before its request body arrived",
+                           code="client_closed_request") from None
         try:
             data = orjson.loads(raw)  # nesting past 1,024 levels is refused, never a RecursionError
         except ValueError:
@@ -208,9 +235,9 @@ class AlignedServer:
         if not call.stream:
             return json_reply(body(reply, result))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await response.prepare(request)
         payload = b"".join(event(c) for c in chunks(reply, result, include_usage=call.include_usage)) + DONE
         try:
+            await response.prepare(request)  # the client may have left while the engine answered
             await response.write(payload)
             await response.write_eof()
         except ConnectionError:  # the client left; the answer was made and is accounted for
@@ -234,6 +261,23 @@ class AlignedServer:
                            "in_flight": self.in_flight})
 
 
+class _ConnectionLog:
+    """Where aiohttp reports what goes wrong on a connection outside any handler: a request that is
+    no HTTP, a header past its limit, a body that contradicts its length (answered with its own
+    plain 400), or a fault while writing. Its logger wrote an ERROR line for each, so any client
+    could put ERROR lines on the console at will: here a client's malformed request is an info
+    event (`run.log`) and anything else a warning, without a traceback."""
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        """Its notes on clients that left early: nothing to report."""
+
+    def exception(self, message: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        event = log.info if isinstance(exc, HttpProcessingError) else log.warning
+        event("serve.connection_error", what=message % args if args else message,
+              error=f"{type(exc).__name__}: {exc}"[:300] if exc is not None else None)
+
+
 def _url(address: Any) -> str:
     host, port = address[0], address[1]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -243,7 +287,7 @@ def _url(address: Any) -> str:
 async def serving(server: AlignedServer, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Listen on `host:port` (0: a free port) until the block ends, then drain; yields the root URL
     (clients use `<url>/v1`)."""
-    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, logger=_ConnectionLog(),
                            shutdown_timeout=server.options.limits.shutdown_timeout_s)
     await runner.setup()
     try:
@@ -255,13 +299,27 @@ async def serving(server: AlignedServer, host: str = "127.0.0.1", port: int = 0)
 
 
 async def serve_until_signalled(server: AlignedServer, host: str, port: int, *, backend: str = "") -> None:
-    """Serve until SIGTERM or SIGINT, then drain. A second signal while draining stops at once."""
-    async with AsyncExitStack() as stack:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            url = await stack.enter_async_context(serving(server, host, port))
+    """Serve until SIGTERM or SIGINT, then drain. A second signal while draining stops at once: the
+    requests still in flight are cancelled (their clients' connections close) and the drain ends."""
+
+    async def second(signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            progress.info("serve.stopping_now", signal=signal.Signals(signum).name, in_flight=server.in_flight)
+            server.stop_now()
+            return
+
+    # the receiver stays open while draining: a second Ctrl-C then reaches no default handler (which
+    # raised KeyboardInterrupt into asyncio.run's shutdown and logged aiohttp's tasks as errors)
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with AsyncExitStack() as stack:
+            url = await stack.enter_async_context(serving(server, host, port))  # an OSError here: cannot listen
             progress.info("serve.listening", url=f"{url}/v1", model=server.options.name, policy_mode=server.setup.mode,
                           backend=backend, auth=server.options.auth_token is not None)
             async for signum in signals:
                 progress.info("serve.draining", signal=signal.Signals(signum).name, in_flight=server.in_flight)
                 break
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(second, signals)
+                await stack.aclose()  # the drain, while a second signal may cut it short
+                tg.cancel_scope.cancel()
     progress.info("serve.stopped", model=server.options.name)

@@ -10,9 +10,10 @@ variable, a port in use) ends with one line and exit code 2 before anything list
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -145,21 +146,28 @@ def _created(artifact: RunArtifact) -> int:
 
 @contextmanager
 def _log_files(log_dir: Path | None, redactor: Redactor) -> Iterator[None]:
+    from drpo.run_folder import make_folder
+
     if log_dir is None:
         yield
         return
-    if log_dir.exists() and not log_dir.is_dir():
-        raise UserInputError(f"--log-dir {log_dir}: exists and is not a folder; choose another path")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with run_logs(log_dir, redactor):
+    make_folder(log_dir, "--log-dir")  # one line for a file in the way or a folder that cannot be made
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(run_logs(log_dir, redactor))
+        except OSError as exc:  # run.log or trace.jsonl is a folder, or cannot be written
+            raise UserInputError(f"--log-dir {log_dir}: cannot write its logs there ({exc.strerror or exc}); "
+                                 "choose another path") from None
         yield
 
 
 def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
     """Serve until SIGTERM or Ctrl-C; 0 once drained. `config` is the command line's (built from the
     flags when not given)."""
+    from drpo.cli_commands import cache_flag, cache_folder
     from drpo.cli_config import build_config
     from drpo.run_files import read_artifact
+    from drpo.run_folder import check_path
     from drpo.serve import AlignedServer, ServeOptions, serve_until_signalled
 
     config = config if config is not None else build_config(args)
@@ -167,8 +175,11 @@ def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
     run_config = engine_config(args, config, artifact)
     backend = policy_backend(run_config)
     sampling = server_sampling(args, run_config)
-    if args.shutdown_timeout < 0:
-        raise UserInputError(f"--shutdown-timeout must be 0 or more, got {args.shutdown_timeout}")
+    if not math.isfinite(args.shutdown_timeout) or args.shutdown_timeout < 0:
+        raise UserInputError(f"--shutdown-timeout must be a number of seconds, 0 or more, got {args.shutdown_timeout}")
+    check_path(cache_folder(args), cache_flag(args))  # as `answer` does: before the embedder writes there
+    if args.log_dir is not None:
+        check_path(args.log_dir, "--log-dir")
     token = auth_token(args.auth_env)
     redactor = Redactor([*Redactor.for_config(run_config).secrets, *([token] if token else [])])
     limits = ServeLimits(max_tokens_cap=args.max_tokens_cap, max_n=args.max_n, max_body_bytes=args.max_body_bytes,

@@ -41,25 +41,30 @@ class ServeLimits:
     """On SIGTERM, how long requests in flight may take to finish."""
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")  # fields we do not use (user, metadata, penalties) are ignored
+class _Wire(BaseModel):
+    """A part of a request body. Fields this server does not use (user, metadata, penalties) are
+    ignored; the ones it reads must have their JSON type: "yes" is no boolean, true no count and
+    "0.5" no temperature (OpenAI's API refuses them too; read leniently, `stream: "yes"` streamed
+    and `max_tokens: true` asked for one token). An integer passes where a number is asked for."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
-class TextPart(_Lenient):
+class TextPart(_Wire):
     type: str
     text: str | None = None
 
 
-class WireMessage(_Lenient):
+class WireMessage(_Wire):
     role: str
     content: str | list[TextPart] | None = None
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(_Wire):
     include_usage: bool = False
 
 
-class _Body(_Lenient):
+class _Body(_Wire):
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)

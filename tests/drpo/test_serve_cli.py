@@ -14,6 +14,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -104,54 +107,139 @@ def _until(lines: queue.Queue[str], pattern: str, seen: list[str], timeout_s: fl
     raise AssertionError(f"no line matching {pattern!r} in {seen}")
 
 
+@dataclass
+class Served:
+    """`run.py serve` in a child process: its URL and the console lines read so far."""
+
+    process: subprocess.Popen[str]
+    url: str
+    lines: queue.Queue[str]
+    seen: list[str] = field(default_factory=list)
+
+    def until(self, pattern: str) -> re.Match[str]:
+        return _until(self.lines, pattern, self.seen)
+
+
+@contextmanager
+def serve_process(artifact: Path, world: DRPOWorld, tmp_path: Path) -> Iterator[Served]:
+    """`run.py serve` as a user starts it, over `world`, with its trace in `tmp_path/logs`; every
+    console line is in `seen` once the block ends."""
+    config = engine_file(tmp_path / "engine.toml", world.url)
+    env = {**os.environ, "WORLD_KEY": WORLD_KEY, "DRPO_CACHE_DIR": str(tmp_path / "cache")}
+    args = [sys.executable, "run.py", "serve", "--artifact", str(artifact), "--config", str(config), "--port", "0",
+            "--log-dir", str(tmp_path / "logs")]
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True)
+    reader.start()
+    served = Served(process, "", lines)
+    try:
+        served.url = served.until(r"serve\.listening url=(\S+)").group(1)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+        while not lines.empty():
+            served.seen.append(lines.get())
+
+
+def asked_in_a_thread(url: str, world: DRPOWorld, ask: Callable[[str], None]) -> threading.Thread:
+    """`ask(url)` running in a thread, once its request has reached the engine."""
+    asking = threading.Thread(target=ask, args=(url,))
+    asking.start()
+    deadline = time.monotonic() + 30
+    while not world.received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert world.received, "the request never reached the engine"
+    return asking
+
+
+def served_requests(tmp_path: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (tmp_path / "logs" / "trace.jsonl").read_text().splitlines()]
+    return [line for line in lines if line["event"] == "serve.request"]
+
+
 @pytest.mark.real_engine
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(artifacts, tmp_path):
     world = DRPOWorld(delay_s=1.5)
-    with world.serving():
-        config = engine_file(tmp_path / "engine.toml", world.url)
-        env = {**os.environ, "WORLD_KEY": WORLD_KEY, "DRPO_CACHE_DIR": str(tmp_path / "cache")}
-        args = [sys.executable, "run.py", "serve", "--artifact", str(artifacts["chat"]), "--config", str(config),
-                "--port", "0", "--log-dir", str(tmp_path / "logs")]
-        process = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   text=True)
-        lines: queue.Queue[str] = queue.Queue()
-        seen: list[str] = []
-        reader = threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True)
-        reader.start()
-        try:
-            url = _until(lines, r"serve\.listening url=(\S+)", seen).group(1)
-            body = json.dumps({"model": f"drpo-{read(artifacts['chat']).run_id}",
-                               "messages": [{"role": "user", "content": QUERY}]}).encode()
-            answered: list[tuple[int, dict]] = []
+    body = json.dumps({"model": f"drpo-{read(artifacts['chat']).run_id}",
+                       "messages": [{"role": "user", "content": QUERY}]}).encode()
+    answered: list[tuple[int, dict]] = []
 
-            def ask() -> None:
-                request = urllib.request.Request(f"{url}/chat/completions", data=body,
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    answered.append((response.status, json.loads(response.read())))
+    def ask(url: str) -> None:
+        request = urllib.request.Request(f"{url}/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answered.append((response.status, json.loads(response.read())))
 
-            asking = threading.Thread(target=ask)
-            asking.start()
-            deadline = time.monotonic() + 30
-            while not world.received and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert world.received, "the request never reached the engine"
-            process.send_signal(signal.SIGTERM)
-            _until(lines, r"serve\.draining", seen)
-            asking.join(timeout=30)
-            code = process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    reader.join(timeout=10)
-    while not lines.empty():
-        seen.append(lines.get())
-    assert code == 0, seen
+    with world.serving(), serve_process(artifacts["chat"], world, tmp_path) as served:
+        asking = asked_in_a_thread(served.url, world, ask)
+        served.process.send_signal(signal.SIGTERM)
+        served.until(r"serve\.draining")
+        asking.join(timeout=30)
+        code = served.process.wait(timeout=30)
+    assert code == 0, served.seen
     [(status, answer)] = answered
     assert status == 200 and answer["choices"][0]["message"]["content"].startswith("ANSWER[")
-    assert any("serve.stopped" in line for line in seen) and "Traceback" not in "".join(seen)
-    trace = [json.loads(line) for line in (tmp_path / "logs" / "trace.jsonl").read_text().splitlines()]
-    assert any(line["event"] == "serve.request" and line["status"] == 200 for line in trace)
+    assert any("serve.stopped" in line for line in served.seen) and "Traceback" not in "".join(served.seen)
+    assert [line["status"] for line in served_requests(tmp_path)] == [200]
     with pytest.raises(OSError):
-        urllib.request.urlopen(f"{url}/models", timeout=5)
+        urllib.request.urlopen(f"{served.url}/models", timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("flags", "mentions"),
+    [
+        pytest.param(lambda f: ["--log-dir", str(f / "logs")], "--log-dir", id="log-dir-is-a-file"),
+        pytest.param(lambda f: ["--log-dir", str(f / "logs" / "deeper")], "is a file, not a folder",
+                     id="log-dir-under-a-file"),
+        pytest.param(lambda f: ["--cache-dir", str(f / "logs")], "--cache-dir", id="cache-dir-is-a-file"),
+        pytest.param(lambda f: ["--shutdown-timeout", "nan"], "--shutdown-timeout", id="shutdown-timeout-nan"),
+        pytest.param(lambda f: ["--shutdown-timeout", "inf"], "--shutdown-timeout", id="shutdown-timeout-inf"),
+    ],
+)
+def test_folders_that_cannot_be_folders_and_timeouts_that_are_no_number_are_one_line(artifacts, tmp_path, flags,
+                                                                                      mentions, capsys):
+    """Where `answer` refuses a cache folder that is a file with one line, `serve` had raised an
+    internal error (exit 1) from inside the embedder or the log setup."""
+    (tmp_path / "logs").write_text("a file where a folder belongs")
+    assert main(["serve", "--artifact", str(artifacts["chat"]), *flags(tmp_path)]) == 2
+    assert mentions in one_error_line(capsys)
+
+
+def test_a_log_dir_whose_run_log_is_a_folder_is_one_line(artifacts, tmp_path, capsys):
+    (tmp_path / "logs" / "run.log").mkdir(parents=True)
+    config = engine_file(tmp_path / "engine.toml", "http://127.0.0.1:9/v1")
+    assert main(["serve", "--artifact", str(artifacts["chat"]), "--config", str(config),
+                 "--log-dir", str(tmp_path / "logs")]) == 2
+    assert "cannot write its logs" in one_error_line(capsys)
+
+
+@pytest.mark.real_engine
+def test_a_second_signal_while_draining_stops_at_once_without_error_lines(artifacts, tmp_path):
+    """SIGTERM, then Ctrl-C while a slow request drains: the default SIGINT handler was back by then,
+    so KeyboardInterrupt reached asyncio.run's shutdown and aiohttp's tasks were logged as ERRORs
+    (with their source paths); now the request is cancelled, traced, and the process exits 0 at once."""
+    world = DRPOWorld(delay_s=5.0)
+    body = json.dumps({"messages": [{"role": "user", "content": QUERY}]}).encode()
+
+    def ask(url: str) -> None:
+        with pytest.raises(OSError):  # the connection closes without an answer
+            urllib.request.urlopen(urllib.request.Request(f"{url}/chat/completions", data=body), timeout=30)
+
+    with world.serving(), serve_process(artifacts["chat"], world, tmp_path) as served:
+        asking = asked_in_a_thread(served.url, world, ask)
+        served.process.send_signal(signal.SIGTERM)
+        served.until(r"serve\.draining")
+        signalled = time.monotonic()
+        served.process.send_signal(signal.SIGINT)
+        code = served.process.wait(timeout=30)
+        took = time.monotonic() - signalled
+        asking.join(timeout=30)
+    text = "".join(served.seen)
+    assert code == 0 and took < 3.0, served.seen
+    assert "serve.stopping_now" in text and "serve.stopped" in text
+    assert "ERROR" not in text and "Task" not in text and "Traceback" not in text
+    assert [(line["status"], line["error"]) for line in served_requests(tmp_path)] == [(None, "cancelled")]

@@ -121,3 +121,37 @@ async def test_what_the_aligned_model_cannot_honour_is_a_400_never_silently_drop
             await c.chat.completions.create(model=name, messages=[{"role": "user", "content": QUERY}], **extra)
     assert refused.value.body["param"] == param
     assert sent(world) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        pytest.param({"stream": "yes"}, "stream", id="stream-as-a-string"),
+        pytest.param({"n": True}, "n", id="n-as-true"),
+        pytest.param({"max_tokens": True}, "max_tokens", id="max-tokens-as-true"),
+        pytest.param({"temperature": "0.5"}, "temperature", id="temperature-as-a-string"),
+        pytest.param({"seed": "7"}, "seed", id="seed-as-a-string"),
+        pytest.param({"stream": True, "stream_options": {"include_usage": "no"}}, "stream_options.include_usage",
+                     id="include-usage-as-a-string"),
+    ],
+)
+def test_a_field_of_the_wrong_json_type_is_a_400_not_coerced(extra, param):
+    """"yes" is no boolean and true no count: read leniently, `stream: "yes"` streamed and
+    `max_tokens: true` answered one token, where OpenAI's API answers 400."""
+    from drpo.api import INFERENCE_SAMPLING
+    from drpo.serve_faults import ApiError
+    from drpo.serve_wire import ServeLimits, chat_call
+
+    with pytest.raises(ApiError) as refused:
+        chat_call({"messages": [{"role": "user", "content": QUERY}], **extra}, INFERENCE_SAMPLING, ServeLimits())
+    assert refused.value.status == 400 and refused.value.param == param
+
+
+def test_numbers_of_the_right_json_type_still_pass():
+    from drpo.api import INFERENCE_SAMPLING
+    from drpo.serve_wire import ServeLimits, chat_call
+
+    call = chat_call({"messages": [{"role": "user", "content": QUERY}], "temperature": 1, "top_p": 1, "n": 2,
+                      "max_tokens": 9, "seed": 3, "stream": True}, INFERENCE_SAMPLING, ServeLimits())
+    assert (call.sampling.temperature, call.sampling.top_p, call.sampling.n, call.sampling.max_tokens,
+            call.sampling.seed, call.stream) == (1.0, 1.0, 2, 9, 3, True)

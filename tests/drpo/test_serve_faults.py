@@ -205,3 +205,50 @@ async def test_every_request_leaves_one_trace_line_with_its_id_latency_tokens_an
     assert (good["tokens_in"], good["tokens_out"], good["engine_calls"]) == (10, 5, 1)
     assert refused["status"] == 400 and refused["error"] == "invalid_request_error"
     assert QUERY not in text and TOKEN not in text  # what users asked is not logged; nor the token
+
+
+async def test_a_client_that_leaves_is_traced_as_gone_never_as_an_internal_error(artifacts, tmp_path, monkeypatch):
+    """A client that closes its connection mid-body, or while the engine answers its streaming
+    request, is not a server bug: no `serve.failed` warning, no 500 `internal_error` in the trace."""
+    monkeypatch.setenv("WORLD_KEY", WORLD_KEY)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    slow = DRPOWorld(delay_s=0.3)
+    streamed = json.dumps({"stream": True, "messages": MESSAGES}).encode()
+    with slow.serving(), run_logs(logs, Redactor([WORLD_KEY])):
+        async with aligned_server(artifacts["chat"], world_backend(slow), tmp_path) as (url, _):
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            for head, body in [(b"Content-Length: 100", b'{"messages": [{"ro'),
+                               (f"Content-Length: {len(streamed)}".encode(), streamed)]:
+                stream = await anyio.connect_tcp(host, int(port))
+                await stream.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n\r\n" + body)
+                await anyio.sleep(0.1)
+                await stream.aclose()
+            with anyio.fail_after(10):
+                while "client_gone" not in ((logs / "trace.jsonl").read_text()):
+                    await anyio.sleep(0.05)
+    lines = [json.loads(line) for line in (logs / "trace.jsonl").read_text().splitlines()]
+    cut_short, left = [line for line in lines if line["event"] == "serve.request"]
+    assert cut_short["status"] == 499 and cut_short["error"] == "client_closed_request"
+    assert left["status"] == 200 and left["client_gone"] is True and left["stream"] is True
+    assert "serve.failed" not in (logs / "run.log").read_text()
+
+
+async def test_a_request_that_is_no_http_is_refused_and_logged_as_an_event_not_an_error(artifacts, world, tmp_path,
+                                                                                        caplog):
+    """A header past aiohttp's limit gets its plain 400 before any handler runs. Its logger wrote
+    an ERROR line for it (any client could fill the console with them); now it is one info event."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with run_logs(logs, Redactor([WORLD_KEY])):
+        async with aligned_server(artifacts["chat"], world_backend(world), tmp_path) as (url, _):
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            async with await anyio.connect_tcp(host, int(port)) as stream:
+                await stream.send(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 9000 + b"\r\n\r\n")
+                with anyio.fail_after(10):
+                    reply = await stream.receive()
+    assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n", 1)[0]
+    events = [json.loads(line) for line in (logs / "run.log").read_text().splitlines()]
+    refused = [e for e in events if e["event"] == "serve.connection_error"]
+    assert len(refused) == 1 and refused[0]["severity"] == "info" and "LineTooLong" in refused[0]["error"]
+    assert not [r for r in caplog.records if r.levelno >= 40], [r.getMessage() for r in caplog.records]

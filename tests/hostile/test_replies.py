@@ -10,11 +10,13 @@ and paid for in `sent`; and garbage is never mistaken for an outage (the run goe
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
 import pytest
 
+from backends import openai_compat
 from backends.cache import ResponseCache
 from backends.errors import CallFailed, EmptyOutput, EngineFault, InvalidOutput
 from schemas.errors import ProjectError
@@ -200,3 +202,54 @@ async def test_an_empty_choice_among_good_ones_is_dropped_counted_and_topped_up(
     assert [c.text for c in result.choices] == ["kept", "kept", "topped up"]
     assert ledger.by_role()["policy"].faults == {"empty_output": 1}
     assert [hit.json()["n"] for hit in server.hits] == [3, 1]
+
+
+def chunked(body: bytes, *, headers: dict[str, str] | None = None) -> bytes:
+    """A 200 with no Content-Length: the body in 1 KiB chunks, as a streaming proxy sends it."""
+    lines = ["HTTP/1.1 200 OK", "Transfer-Encoding: chunked", "Content-Type: application/json", "Connection: close",
+             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    parts = [body[i:i + 1024] for i in range(0, len(body), 1024)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + b"".join(
+        f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+
+def oversized(limit: int) -> dict[str, Any]:
+    """Completions past `limit` bytes, however the server frames them."""
+    big = json.dumps(chat("x" * 2 * limit)).encode()
+    return {
+        "declared_length": send(200, big),
+        "chunked": send_raw(chunked(big)),
+        "gzip_that_inflates_past_it": send(200, gzip.compress(big), headers={"Content-Encoding": "gzip"}),
+    }
+
+
+def send_raw(raw: bytes) -> Any:
+    async def behaviour(hit: Any, writer: Any) -> None:
+        writer.write(raw)
+        await writer.drain()
+
+    return behaviour
+
+
+@pytest.mark.parametrize("name", list(oversized(1)))
+async def test_a_reply_past_the_size_limit_is_invalid_output_and_never_read_whole(name, monkeypatch):
+    """A server that sends without end (or a small gzip that inflates to gigabytes) was read whole
+    into memory; past `MAX_REPLY_BYTES` it is unusable output, retried like any other garbage."""
+    limit = 4096
+    monkeypatch.setattr(openai_compat, "MAX_REPLY_BYTES", limit)
+    async with serving(oversized(limit)[name]) as server, stacked(server.url, max_attempts=2) as (engine, ledger):
+        with pytest.raises(CallFailed) as failed:
+            await call(engine, chat_request())
+    assert failed.value.faults == ["invalid_output"] * 2 and f"over {limit} bytes" in str(failed.value.last)
+    assert len(server.hits) == 2 and ledger.by_role()["policy"].faults == {"invalid_output": 2}
+
+
+@pytest.mark.parametrize("framing", ["chunked", "gzip"])
+async def test_a_reply_within_the_limit_is_read_however_it_is_framed(framing, monkeypatch):
+    monkeypatch.setattr(openai_compat, "MAX_REPLY_BYTES", 4096)
+    body = json.dumps(chat("y" * 1500)).encode()
+    behaviour = (send_raw(chunked(body)) if framing == "chunked"
+                 else send(200, gzip.compress(body), headers={"Content-Encoding": "gzip"}))
+    async with serving(behaviour) as server, stacked(server.url) as (engine, _):
+        result = await call(engine, chat_request())
+    assert [c.text for c in result.choices] == ["y" * 1500]
