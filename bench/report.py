@@ -95,6 +95,7 @@ python -m bench.sim_engine [--port 0] [--ttft-s 0.02] ...                 # the 
 python -m bench.calls --depth 4 --beam 2 --actions 3                      # projected vs real calls per role
 PYTHONPATH=. python bench/vllm_gpu_check.py MODEL_DIR                     # GPU host with vLLM: our stack vs the engine
 python -m bench.serve_bench --clients 1 16 128 --engine-ms 0 20 20~10 --sdk-baseline --floor --save  # `run.py serve`
+python -m bench.serve_bench --clients 16 --engine-ms 0 --workers 8 --floor      # `serve --workers 8`, cores to spare
 python -m bench.serve_report --write                                      # its section of this file, from the saved run
 python -m bench.demo_bench --runs 3                                       # `python run.py` as a user runs it: wall, faults
 python -m bench.embedded_bench --pairs 2                                  # the real embedded engine: one at a time vs in flight

@@ -1,14 +1,15 @@
 """Requests per second, and the latency `serve` adds over calling the engine directly.
 
     python -m bench.serve_bench [--clients 1 16 128] [--engine-ms 0 20 20~10] [--seconds 4] [--warmup 1]
-                                [--rounds 3] [--engine fast|sim] [--no-answer] [--out FILE.json]
+                                [--rounds 3] [--engine fast|sim] [--no-answer] [--workers 1] [--out FILE.json]
 
 Three processes on loopback: the engine (bench/serve_engine.py, an OpenAI-compatible server that
 answers 64 tokens after `--engine-ms`, or after a delay drawn from 20±10 ms for `20~10`;
 `--engine sim` takes the batching simulator instead),
 `serve` over an artifact written here (its real command path: drpo/serve_cli.py `run_serve`,
 engine limits and server caps set high so that neither queues, `--log-dir` set so that each
-request's trace line is written, as a server in production would), and this process, the load
+request's trace line is written, as a server in production would; `--workers N` runs it as N
+worker processes on its port, whose CPU is counted with the parent's), and this process, the load
 (bench/serve_load.py: C closed-loop clients on one aiohttp session, a new query per request, so
 retrieval is computed each time with WordLlama, as an optimize run records by default).
 
@@ -96,7 +97,8 @@ def free_port() -> int:
 class ServeProcess:
     """`serve` in a child process, through the command's own parser and `run_serve`."""
 
-    def __init__(self, artifact: Path, engine_url: str, work: Path, embedder: str, *, sdk: bool = False) -> None:
+    def __init__(self, artifact: Path, engine_url: str, work: Path, embedder: str, *, sdk: bool = False,
+                 workers: int = 1) -> None:
         self.sdk = sdk
         """The `openai` SDK engine under the stack instead of serve's lean one: the figures before it."""
         self.port = free_port()
@@ -106,7 +108,8 @@ class ServeProcess:
                           "max_concurrency = 4096\n", encoding="utf-8")
         self.argv = ["--artifact", str(artifact), "--config", str(config), "--port", str(self.port), "-q",
                      "--max-concurrent-requests", "4096", "--embedder", embedder, "--cache-dir", str(work / "cache"),
-                     "--log-dir", str(work / f"logs-{self.port}")]  # its trace line per request, as in production
+                     "--log-dir", str(work / f"logs-{self.port}"),  # its trace line per request, as in production
+                     "--workers", str(workers)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
@@ -189,7 +192,7 @@ def engine_latency(text: str) -> tuple[float, float]:
 
 def measure(clients: list[int], engine_ms: list[tuple[float, float]], *, seconds: float = 4.0, warmup_s: float = 1.0,
             rounds: int = 3, embedder: str = "wordllama", engine: str = "fast", answer: bool = True,
-            sdk_baseline: bool = False, floor: bool = False) -> list[dict[str, Any]]:
+            sdk_baseline: bool = False, floor: bool = False, workers: int = 1) -> list[dict[str, Any]]:
     """One row per engine latency and client count (see the module docstring)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp, (FastEngine() if engine == "fast" else Simulated()) as upstream, \
@@ -197,9 +200,10 @@ def measure(clients: list[int], engine_ms: list[tuple[float, float]], *, seconds
         work = Path(tmp)
         artifact = write_artifact(work / "artifact", embedder)
         servers: dict[str, ServeProcess | FloorProcess] = {
-            "serve": running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder))}
+            "serve": running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder, workers=workers))}
         if sdk_baseline:
-            servers["sdk"] = running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder, sdk=True))
+            servers["sdk"] = running.enter_context(ServeProcess(artifact, upstream.base_url, work, embedder, sdk=True,
+                                                                workers=workers))
         if floor:
             servers["floor"] = running.enter_context(FloorProcess(upstream.base_url))
         for ms, jitter_ms in engine_ms:
@@ -250,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor", action="store_true",
                         help="also run a bare aiohttp forwarder (bench/serve_floor.py): what a second hop alone adds")
     parser.add_argument("--embedder", default="wordllama", choices=["wordllama", "lexical"])
+    parser.add_argument("--workers", type=int, default=1,
+                        help="serve's --workers (1): worker processes on its port, each on a core of its own")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--save", action="store_true", help="store the figures for bench/RESULTS.md (bench/serve_report.py)")
     args = parser.parse_args(argv)
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     rows = measure(args.clients, args.engine_ms, seconds=args.seconds, warmup_s=args.warmup, rounds=args.rounds,
                    embedder=args.embedder, engine=args.engine, answer=not args.no_answer,
-                   sdk_baseline=args.sdk_baseline, floor=args.floor)
+                   sdk_baseline=args.sdk_baseline, floor=args.floor, workers=args.workers)
     print(table(rows))
     print("\n".join(goal_lines(rows)))
     print(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")

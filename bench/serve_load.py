@@ -98,7 +98,19 @@ async def in_process(artifact: Path, engine_url: str, work: Path, embedder: str,
 
 
 def cpu_s(pid: int) -> float | None:
-    """User plus system CPU seconds of process `pid` so far (Linux), else None."""
+    """User plus system CPU seconds so far of process `pid` and its children (`serve --workers`
+    answers in its children), Linux; else None."""
+    own = _cpu_s(pid)
+    if own is None:
+        return None
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    return own + sum(_cpu_s(child) or 0.0 for child in children)
+
+
+def _cpu_s(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

@@ -37,8 +37,9 @@ validation, retrieval, engine stack or trace; what `serve` adds beyond it is its
   the cores divided by the CPU per request of the clients, the engine and `serve` together, so at 16
   clients its added median is set by its CPU per request: 2 ms would need it to cost about what the bare
   forwarder costs, less than retrieving the examples alone (WordLlama: about 0.15-0.2 ms per query on
-  this machine, a quarter of `serve`'s CPU). On this machine that row measures the price of its CPU;
-  with cores of its own, away from the clients and the engine, it would not queue.
+  this machine, a quarter of `serve`'s CPU). On this machine that row measures the price of its CPU.
+  One process on one core queues 16 clients anywhere (16 times its CPU per request); `serve --workers N`
+  divides that queue by N where there are cores for them (`--workers N` here measures it).
 - Engine 20 ms (fixed, or drawn from 10-30 ms): nothing is CPU-bound, and the added latency is the
   time `serve`'s work on a request takes plus the wait behind other requests in `serve`. A fixed delay
   keeps the clients in step, so requests reach `serve` in bunches and the 90th percentile shows the

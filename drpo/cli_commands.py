@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import anyio
 
 from backends.errors import CallFailed
+from drpo.cli_config import cache_flag, cache_folder
 from drpo.cli_errors import FAILURES, is_bad_input, report
 from drpo.cli_summary import curate_summary, optimize_summary
 from drpo.console import curate_plan, eval_plan, optimize_plan, watching
@@ -34,7 +34,7 @@ from drpo.run_costs import format_options
 from drpo.run_files import read_artifact
 from drpo.run_folder import check_path
 from drpo.serve_cli import run_serve
-from drpo.session import RunOptions, default_cache_dir, new_run_id
+from drpo.session import RunOptions, new_run_id
 from schemas.config import RunConfig
 from schemas.errors import ProjectError, first_of
 from schemas.llm import Sampling
@@ -44,18 +44,6 @@ class AnswerFailed(ProjectError):
     """`answer` makes one call: when every attempt of it failed, that is the command's outcome."""
 
     exit_code = 1
-
-
-def cache_folder(args: argparse.Namespace) -> Path:
-    """The shared cache folder: `--cache-dir`, else $DRPO_CACHE_DIR, else ~/.cache/drpo."""
-    return args.cache_dir if args.cache_dir is not None else default_cache_dir()
-
-
-def cache_flag(args: argparse.Namespace) -> str:
-    """How the user named the cache folder, for an error line about it."""
-    if args.cache_dir is not None:
-        return "--cache-dir"
-    return "DRPO_CACHE_DIR" if os.environ.get("DRPO_CACHE_DIR") else "the cache folder"
 
 
 def _caches(options: RunOptions, args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ one `UserInputError` line naming the setting and where it came from. Names that 
 from __future__ import annotations
 
 import argparse
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,17 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if default.kind not in BUNDLED_MODEL and not default.model:
         raise UserInputError(f"--backend {default.kind} needs --model NAME (the model to serve or load)")
     return config
+
+
+def cache_folder(args: argparse.Namespace) -> Path:
+    """The shared cache folder: `--cache-dir`, else $DRPO_CACHE_DIR, else ~/.cache/drpo."""
+    from drpo.session import default_cache_dir
+
+    return args.cache_dir if args.cache_dir is not None else default_cache_dir()
+
+
+def cache_flag(args: argparse.Namespace) -> str:
+    """How the user named the cache folder, for an error line about it."""
+    if args.cache_dir is not None:
+        return "--cache-dir"
+    return "DRPO_CACHE_DIR" if os.environ.get("DRPO_CACHE_DIR") else "the cache folder"

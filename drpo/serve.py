@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -284,21 +285,24 @@ def _url(address: Any) -> str:
 
 
 @asynccontextmanager
-async def serving(server: AlignedServer, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Listen on `host:port` (0: a free port) until the block ends, then drain; yields the root URL
-    (clients use `<url>/v1`)."""
+async def serving(server: AlignedServer, host: str = "127.0.0.1", port: int = 0,
+                  sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Listen on `host:port` (0: a free port), or on `sock` when given (a worker's, bound by
+    drpo/serve_workers.py), until the block ends, then drain; yields the root URL (clients use
+    `<url>/v1`)."""
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, logger=_ConnectionLog(),
                            shutdown_timeout=server.options.limits.shutdown_timeout_s)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port, backlog=1024)
         await site.start()
         yield _url(runner.addresses[0])
     finally:
         await runner.cleanup()
 
 
-async def serve_until_signalled(server: AlignedServer, host: str, port: int, *, backend: str = "") -> None:
+async def serve_until_signalled(server: AlignedServer, host: str, port: int, *, backend: str = "",
+                                sock: socket.socket | None = None, ready: Callable[[], object] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain. A second signal while draining stops at once: the
     requests still in flight are cancelled (their clients' connections close) and the drain ends."""
 
@@ -312,9 +316,11 @@ async def serve_until_signalled(server: AlignedServer, host: str, port: int, *, 
     # raised KeyboardInterrupt into asyncio.run's shutdown and logged aiohttp's tasks as errors)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with AsyncExitStack() as stack:
-            url = await stack.enter_async_context(serving(server, host, port))  # an OSError here: cannot listen
+            url = await stack.enter_async_context(serving(server, host, port, sock))  # an OSError: cannot listen
             progress.info("serve.listening", url=f"{url}/v1", model=server.options.name, policy_mode=server.setup.mode,
                           backend=backend, auth=server.options.auth_token is not None)
+            if ready is not None:
+                ready()
             async for signum in signals:
                 progress.info("serve.draining", signal=signal.Signals(signum).name, in_flight=server.in_flight)
                 break

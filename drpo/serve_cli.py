@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import anyio
+import structlog
 
 from agents.embedders import EMBEDDER_NAMES
 from backends.errors import EngineRefused
@@ -89,6 +91,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     serve.add_argument("--shutdown-timeout", type=float, default=limits.shutdown_timeout_s,
                        help="seconds requests in flight may take to finish after SIGTERM "
                             f"({limits.shutdown_timeout_s:g})")
+    serve.add_argument("--workers", type=_number("--workers", 1, 256), default=1,
+                       help="server processes on the port, each on a core of its own (1); needs an engine over HTTP")
     serve.add_argument("--log-dir", type=Path, help="write run.log and trace.jsonl (one line per request) here")
     shown = serve.add_mutually_exclusive_group()
     shown.add_argument("-q", "--quiet", action="store_true", help="show warnings and errors only")
@@ -164,8 +168,7 @@ def _log_files(log_dir: Path | None, redactor: Redactor) -> Iterator[None]:
 def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
     """Serve until SIGTERM or Ctrl-C; 0 once drained. `config` is the command line's (built from the
     flags when not given)."""
-    from drpo.cli_commands import cache_flag, cache_folder
-    from drpo.cli_config import build_config
+    from drpo.cli_config import build_config, cache_flag, cache_folder
     from drpo.run_files import read_artifact
     from drpo.run_folder import check_path
     from drpo.serve import AlignedServer, ServeOptions, serve_until_signalled
@@ -184,31 +187,71 @@ def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
     redactor = Redactor([*Redactor.for_config(run_config).secrets, *([token] if token else [])])
     limits = ServeLimits(max_tokens_cap=args.max_tokens_cap, max_n=args.max_n, max_body_bytes=args.max_body_bytes,
                          max_concurrent=args.max_concurrent_requests, shutdown_timeout_s=args.shutdown_timeout)
-    options = ServeOptions(name=f"drpo-{artifact.run_id}", client_system=args.client_system, auth_token=token,
-                           limits=limits, redactor=redactor, created=_created(artifact))
 
     if token is None and not loopback_host(args.host):
         log.warning("serve.unauthenticated", host=args.host,
                     hint="anyone who can reach this address may use the engine; set --auth-env NAME")
 
-    async def serve() -> None:
-        model = _aligned_model(args, backend, sampling)
-        try:
-            setup = await model.policy_setup()
-            await _probe(model, redactor)
-            server = AlignedServer(model, setup, options)
-            try:
-                engine = f"{backend.kind}:{model.engine.model}"
-                await serve_until_signalled(server, args.host, args.port, backend=engine)
-            except OSError as exc:
-                raise UserInputError(f"--host {args.host} --port {args.port}: cannot listen there "
-                                     f"({exc.strerror or exc}); choose another port or host") from None
-        finally:
-            await model.aclose()
+    def serve(backend: BackendConfig, limits: ServeLimits, sock: socket.socket | None = None,
+              ready: Callable[[], object] | None = None) -> None:
+        """One server in this process until signalled (the only one, or a worker on `sock`)."""
+        options = ServeOptions(name=f"drpo-{artifact.run_id}", client_system=args.client_system, auth_token=token,
+                               limits=limits, redactor=redactor, created=_created(artifact))
 
-    with redacting(redactor), _log_files(args.log_dir, redactor):
-        anyio.run(serve)
-    return 0
+        async def until_signalled() -> None:
+            model = _aligned_model(args, backend, sampling)
+            try:
+                setup = await model.policy_setup()
+                await _probe(model, redactor)
+                server = AlignedServer(model, setup, options)
+                try:
+                    await serve_until_signalled(server, args.host, args.port, backend=f"{backend.kind}:"
+                                                f"{model.engine.model}", sock=sock, ready=ready)
+                except OSError as exc:
+                    raise _cannot_listen(args, exc) from None
+            finally:
+                await model.aclose()
+
+        with redacting(redactor), _log_files(args.log_dir, redactor):
+            anyio.run(until_signalled)
+
+    if args.workers == 1:
+        serve(backend, limits)
+        return 0
+    return _in_workers(args, backend, limits, serve)
+
+
+def _cannot_listen(args: argparse.Namespace, exc: OSError) -> UserInputError:
+    return UserInputError(f"--host {args.host} --port {args.port}: cannot listen there ({exc.strerror or exc}); "
+                          "choose another port or host")
+
+
+def _in_workers(args: argparse.Namespace, backend: BackendConfig, limits: ServeLimits,
+                serve: Callable[[BackendConfig, ServeLimits, socket.socket, Callable[[], object]], None]) -> int:
+    """`serve` in `--workers` processes on one port (drpo/serve_workers.py), each with its share of
+    the limits; the exit code once they have all ended."""
+    from drpo.cli_errors import FAILURES, report
+    from drpo.serve_workers import Workers, listening_sockets, share
+
+    if backend.kind != "openai":
+        raise UserInputError(f"--workers {args.workers}: each worker would load its own {backend.kind} engine; "
+                             "serve an engine over HTTP (kind = \"openai\": vllm serve, llama.cpp's server) or use "
+                             "--workers 1")
+    backend, limits = share(backend, limits, args.workers)
+    try:
+        sockets = listening_sockets(args.host, args.port, args.workers)
+    except OSError as exc:
+        raise _cannot_listen(args, exc) from None
+
+    def work(index: int, sock: socket.socket, ready: Callable[[], object]) -> int:
+        structlog.contextvars.bind_contextvars(worker=index)  # on every line this worker logs
+        try:
+            serve(backend, limits, sock, ready)
+        except FAILURES as exc:
+            return report(exc, verbose=args.verbose)
+        return 0
+
+    return Workers(sockets, work).run()
 
 
 def _aligned_model(args: argparse.Namespace, backend: BackendConfig, sampling: Sampling):  # type: ignore[no-untyped-def]

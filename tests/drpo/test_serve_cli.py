@@ -121,14 +121,15 @@ class Served:
 
 
 @contextmanager
-def serve_process(artifact: Path, world: DRPOWorld, tmp_path: Path) -> Iterator[Served]:
-    """`run.py serve` as a user starts it, over `world`, with its trace in `tmp_path/logs`; every
-    console line is in `seen` once the block ends."""
-    config = engine_file(tmp_path / "engine.toml", world.url)
+def serve_process(artifact: Path, engine_url: str, tmp_path: Path, *flags: str) -> Iterator[Served]:
+    """`run.py serve` as a user starts it, over the engine at `engine_url`, with its trace in
+    `tmp_path/logs`; every console line is in `seen` once the block ends."""
+    config = engine_file(tmp_path / "engine.toml", engine_url)
     env = {**os.environ, "WORLD_KEY": WORLD_KEY, "DRPO_CACHE_DIR": str(tmp_path / "cache")}
     args = [sys.executable, "run.py", "serve", "--artifact", str(artifact), "--config", str(config), "--port", "0",
-            "--log-dir", str(tmp_path / "logs")]
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            "--log-dir", str(tmp_path / "logs"), *flags]
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               start_new_session=True)  # its own process group, as a terminal's Ctrl-C reaches it
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True)
     reader.start()
@@ -174,7 +175,7 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(artifacts, tmp_p
         with urllib.request.urlopen(request, timeout=30) as response:
             answered.append((response.status, json.loads(response.read())))
 
-    with world.serving(), serve_process(artifacts["chat"], world, tmp_path) as served:
+    with world.serving(), serve_process(artifacts["chat"], world.url, tmp_path) as served:
         asking = asked_in_a_thread(served.url, world, ask)
         served.process.send_signal(signal.SIGTERM)
         served.until(r"serve\.draining")
@@ -229,7 +230,7 @@ def test_a_second_signal_while_draining_stops_at_once_without_error_lines(artifa
         with pytest.raises(OSError):  # the connection closes without an answer
             urllib.request.urlopen(urllib.request.Request(f"{url}/chat/completions", data=body), timeout=30)
 
-    with world.serving(), serve_process(artifacts["chat"], world, tmp_path) as served:
+    with world.serving(), serve_process(artifacts["chat"], world.url, tmp_path) as served:
         asking = asked_in_a_thread(served.url, world, ask)
         served.process.send_signal(signal.SIGTERM)
         served.until(r"serve\.draining")
