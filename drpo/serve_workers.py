@@ -69,6 +69,12 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
         raise UserInputError("--workers: this system cannot share a port between processes; use --workers 1")
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
+    # first without SO_REUSEPORT: a port another server holds is refused, even another `serve
+    # --workers` (whose group would otherwise take these sockets in, two servers on one port)
+    with socket.socket(family, kind, proto) as alone:
+        alone.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        alone.bind(address)
+        address = alone.getsockname()  # a free port, once chosen, for every socket
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -77,7 +83,6 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
-            address = sock.getsockname()  # a free port, once chosen, for every socket
             sock.listen(1024)
             sock.setblocking(False)
     except OSError:

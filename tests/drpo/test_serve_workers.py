@@ -153,3 +153,19 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.real_engine
+def test_a_port_that_workers_already_hold_is_refused_not_shared(artifacts, tmp_path, capsys):
+    """SO_REUSEPORT would let a second `serve --workers` join the first one's port, and the two
+    servers would split its connections without a word."""
+    world = DRPOWorld()
+    with world.serving(), serve_process(artifacts["chat"], world.url, tmp_path, "--workers", "2") as served:
+        served.until(r"serve\.workers workers=2")
+        port = served.url.rsplit(":", 1)[1].removesuffix("/v1")
+        config = engine_file(tmp_path / "second.toml", world.url)
+        assert main(["serve", "--artifact", str(artifacts["chat"]), "--config", str(config), "--port", port,
+                     "--workers", "2", "--cache-dir", str(tmp_path / "cache")]) == 2
+        assert f"--port {port}: cannot listen there" in one_error_line(capsys)
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0
