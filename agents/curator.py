@@ -8,11 +8,15 @@ from a critic's verdict; graph/curation.py runs the judge-rewrite-judge loop aro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import numpy as np
 
 from agents.embedders import Embedder, LexicalEmbedder
@@ -26,6 +30,12 @@ from schemas.outputs import AnswerRewriteOutput
 RANKINGS_KEPT = 4096
 """Rankings remembered per pool, least recently used dropped first: a run asks a few hundred
 distinct queries; a long-lived `serve` asks new ones forever."""
+KEY_CHARS = 1024
+"""Queries up to this long are remembered by their text, longer ones by a digest of it."""
+IN_THREAD_CHARS = 4096
+"""Queries longer than this are embedded in a worker thread (about 2 ms of embedding)."""
+THREADS_AT_ONCE = 4
+"""Long queries embedded at once; more wait their turn without blocking the loop."""
 
 
 class ExamplePool:
@@ -38,9 +48,10 @@ class ExamplePool:
         queries = [e.query for e in examples]
         self.embedder.fit(queries)
         self._matrix = self._pool_matrix(queries, cache_dir)
-        self._rankings: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._rankings: OrderedDict[str | bytes, np.ndarray] = OrderedDict()
         """query -> pool indices, nearest first (int32: a long-lived pool holds thousands)."""
         self._kept = rankings_kept
+        self._lock = threading.Lock()
 
     def _pool_matrix(self, queries: list[str], cache_dir: Path | None) -> np.ndarray:
         if cache_dir is None or isinstance(self.embedder, LexicalEmbedder):
@@ -60,21 +71,44 @@ class ExamplePool:
         """The k examples whose queries are nearest to `query`; ties keep pool order.
 
         Every candidate of a level asks for the same query, so each ranking is computed once (and
-        the `rankings_kept` most recently used are remembered)."""
+        the `rankings_kept` most recently used are remembered). Safe from several threads: `retrieve`
+        ranks a long query in a worker thread while the event loop ranks short ones."""
         if k <= 0 or not self.examples:
             return []
-        if (ranked := self._rankings.get(query)) is not None:
-            self._rankings.move_to_end(query)
-        else:
+        key = _ranking_key(query)
+        with self._lock:
+            if (ranked := self._rankings.get(key)) is not None:
+                self._rankings.move_to_end(key)
+        if ranked is None:
             scores = self._matrix @ self.embedder.embed([query])[0]
-            ranked = self._rankings[query] = np.argsort(-scores, kind="stable").astype(np.int32)
-            if len(self._rankings) > self._kept:
-                self._rankings.popitem(last=False)
+            ranked = np.argsort(-scores, kind="stable").astype(np.int32)
+            with self._lock:
+                self._rankings[key] = ranked
+                if len(self._rankings) > self._kept:
+                    self._rankings.popitem(last=False)
         return [self.examples[i] for i in ranked[:k].tolist()]
+
+    async def retrieve(self, query: str, k: int) -> list[Example]:
+        """`top_k` without holding up the event loop: a query longer than `IN_THREAD_CHARS` is
+        embedded in a worker thread (at most `THREADS_AT_ONCE` at once), so that the calls and
+        requests in flight beside it go on (a 1 MiB query takes about 0.2 s to embed)."""
+        if len(query) <= IN_THREAD_CHARS:
+            return self.top_k(query, k)
+        return await anyio.to_thread.run_sync(self.top_k, query, k, limiter=_embedding_threads())
+
+
+@functools.cache
+def _embedding_threads() -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(THREADS_AT_ONCE)
+
+
+def _ranking_key(query: str) -> str | bytes:
+    """A long query is remembered by its digest: kept whole, 4,096 served 1 MiB queries held 4 GiB."""
+    return query if len(query) <= KEY_CHARS else hashlib.blake2b(query.encode("utf-8", "surrogatepass")).digest()
 
 
 async def retrieve_examples(request: RetrievalRequest, *, pool: ExamplePool) -> RetrievedExamples:
-    return RetrievedExamples(examples=pool.top_k(request.query, request.k))
+    return RetrievedExamples(examples=await pool.retrieve(request.query, request.k))
 
 
 # --- answer rewriting (the curation loop's editor) ----------------------------------------------

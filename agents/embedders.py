@@ -13,6 +13,7 @@ Every embedder returns L2-normalised rows, so a dot product is the cosine simila
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from agents.long_texts import LONG_TEXT, PiecewiseTokenizer, mean_of_rows
 
 STOPWORDS = frozenset(
     "a an and are as at be but by can could do does did for from had has have how i if in into is it its me my "
@@ -122,13 +125,22 @@ class WordLlamaEmbedder:
         tokenizer's single `encode` (a batch wakes its thread pool, which on a busy server costs
         more than the encoding) and the mean of the token rows, summed along the same axis. Plain
         ufunc calls on the id list, not `np.clip`/`np.sum` and their wrappers: for one short text
-        those cost more than the arithmetic (a served request pays this on every call)."""
+        those cost more than the arithmetic (a served request pays this on every call). A long
+        text goes in pieces and blocks (agents/long_texts.py), to the same bits."""
         embedding = self._model.embedding
-        ids = self._model.tokenizer.encode(text, add_special_tokens=False).ids
+        if len(text) > LONG_TEXT and self._piecewise is not None:
+            ids = self._piecewise.ids(text)
+        else:
+            ids = self._model.tokenizer.encode(text, add_special_tokens=False).ids
         last = embedding.shape[0] - 1
         if ids and (max(ids) > last or min(ids) < 0):  # WordLlama clips ids past its table
             ids = [min(max(i, 0), last) for i in ids]
-        return np.add.reduce(embedding[ids], axis=0, dtype=np.float32) / np.float32(max(len(ids), 1))
+        return mean_of_rows(embedding, ids)
+
+    @functools.cached_property
+    def _piecewise(self) -> PiecewiseTokenizer | None:
+        """Built at the first long text: it reads the whole vocabulary once."""
+        return PiecewiseTokenizer.of(self._model.tokenizer)
 
 
 class MiniLMEmbedder:

@@ -122,7 +122,13 @@ class AlignedModel:
         return cls(prompt, examples, **kwargs)
 
     def request(self, query: str) -> PolicyRequest:
+        """The prompt, `query` and its k retrieved examples: what the policy is asked."""
         return PolicyRequest(system_prompt=self.prompt, query=query, examples=self.pool.top_k(query, self.k))
+
+    async def retrieve(self, query: str) -> PolicyRequest:
+        """`request` without holding up the event loop (`ExamplePool.retrieve`): what `answer` and
+        `serve` ask."""
+        return PolicyRequest(system_prompt=self.prompt, query=query, examples=await self.pool.retrieve(query, self.k))
 
     async def policy_setup(self) -> PolicySetup:
         """The artifact's policy mode, or the backend's `policy_mode` resolved against the engine."""
@@ -144,7 +150,7 @@ class AlignedModel:
             self._owned.caches.append(self._cache)
         setup = await self.policy_setup()
         reply = await generate_response(
-            self.request(query), engine=self.engine, sampling=self.sampling, chat=setup.mode == "chat"
+            await self.retrieve(query), engine=self.engine, sampling=self.sampling, chat=setup.mode == "chat"
         )
         return reply.text
 

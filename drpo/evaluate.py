@@ -160,10 +160,10 @@ def aligned_model(target: EvalTarget, options: EvalOptions, backend: BackendConf
                         cache_dir=options.cache_dir, engine=engine)
 
 
-def policy_request(target: EvalTarget, model: AlignedModel, query: str) -> PolicyRequest:
+async def policy_request(target: EvalTarget, model: AlignedModel, query: str) -> PolicyRequest:
     if target.fixed_examples:
         return PolicyRequest(system_prompt=target.prompt, query=query, examples=target.examples)
-    return model.request(query)
+    return await model.retrieve(query)
 
 
 async def evaluate_item(target: EvalTarget, model: AlignedModel, item: EvalItem, roles: Answerers) -> ItemResult:
@@ -171,7 +171,7 @@ async def evaluate_item(target: EvalTarget, model: AlignedModel, item: EvalItem,
     started = time.perf_counter()
     base = {"config": target.name, "id": item.id, "instruction": item.instruction, "category": item.category,
             "dataset": item.dataset, "rubric": item.rubric}
-    request = policy_request(target, model, item.instruction)
+    request = await policy_request(target, model, item.instruction)
     try:
         reply = await traced("policy", request, generate_response(
             request, engine=roles.policy, sampling=model.sampling, chat=roles.policy_chat))

@@ -222,7 +222,7 @@ class AlignedServer:
                            param="model", code="model_not_found")
         note = request[NOTE]
         conversation = call.conversation
-        retrieved = self.model.request(conversation.query)
+        retrieved = await self.model.retrieve(conversation.query)
         note.update(examples=[self._index.get(id(e)) for e in retrieved.examples], turns=len(conversation.history),
                     client_system=conversation.system is not None, n=call.sampling.n, stream=call.stream)
         policy_request = with_client_system(retrieved, conversation.system, self.options.client_system)

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from agents.curator import ExamplePool, retrieve_examples
+from agents.curator import KEY_CHARS, ExamplePool, retrieve_examples
 from agents.embedders import LexicalEmbedder, make_embedder
 from drpo.datasets import DEFAULT_EXAMPLES, load_examples
 from schemas.messages import Example, RetrievalRequest
@@ -102,3 +102,40 @@ def test_rankings_are_remembered_for_the_most_recently_used_queries_only():
         pool.top_k(query, 2)
     assert embedded == ["bread", "python", "wifi", "python"]  # "bread" stayed in use; "python" fell out
     assert pool.top_k("bread", 2) == first and len(pool._rankings) == 2
+
+
+def test_a_long_query_is_remembered_by_a_digest_not_its_text():
+    """A served query may be 1 MiB long; 4,096 of them kept whole would hold 4 GiB."""
+    embedded: list[str] = []
+
+    class Counting(LexicalEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            embedded.extend(texts)
+            return super().embed(texts)
+
+    pool = ExamplePool(POOL, Counting())
+    embedded.clear()
+    long_query = "how do I bake bread " * (KEY_CHARS // 10)
+    first = pool.top_k(long_query, 2)
+    assert pool.top_k(long_query, 2) == first and embedded == [long_query]  # ranked once
+    assert pool.top_k(long_query + "?", 2) and len(embedded) == 2  # another text, another ranking
+    assert all(len(key) <= KEY_CHARS for key in pool._rankings)
+
+
+def test_rankings_are_safe_to_ask_for_from_several_threads():
+    """Long queries are ranked in worker threads while the event loop ranks short ones."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = ["bread", "python", "wifi", "decorators", "baking", "neighbour"]
+    expected = {q: ExamplePool(POOL).top_k(q, 2) for q in queries}
+    shared = ExamplePool(POOL, rankings_kept=3)  # hits and evictions all the time
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two steps, as they may under load
+    try:
+        with ThreadPoolExecutor(8) as threads:
+            answers = list(threads.map(lambda q: (q, shared.top_k(q, 2)), queries * 2000))
+    finally:
+        sys.setswitchinterval(interval)
+    assert all(ranked == expected[q] for q, ranked in answers)
+    assert len(shared._rankings) == 3

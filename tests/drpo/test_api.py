@@ -9,7 +9,7 @@ import pytest
 from backends.scripted import ScriptedEngine
 from drpo.api import AlignedModel
 from drpo.cli import main
-from drpo.datasets import load_examples
+from drpo.datasets import DEFAULT_EXAMPLES, load_examples
 from drpo.runner import OptimizeOptions, optimize
 from schemas.config import BackendConfig, RunConfig, SearchConfig
 from schemas.messages import Example
@@ -124,3 +124,28 @@ async def test_an_artifact_is_answered_in_its_mode_and_another_mode_only_when_al
         AlignedModel.from_artifact(tmp_path / "run", backend=BackendConfig(kind="openai", model="s", policy_mode=other),
                                    engine=stack(ScriptedEngine()), cache_dir=tmp_path / "cache")
     assert policy_for_artifact(artifact, other, allow_mode_change=True) is None  # resolved against the engine
+
+
+async def test_a_long_query_is_retrieved_for_off_the_event_loop_and_a_short_one_on_it(tmp_path):
+    """A server answering a 1 MiB query goes on answering the others: the long query's examples
+    are found in a worker thread; a short one's inline (a thread costs more than its retrieval)."""
+    import threading
+
+    from agents.curator import IN_THREAD_CHARS
+    from agents.embedders import LexicalEmbedder
+
+    examples, _ = load_examples(DEFAULT_EXAMPLES)
+    model = AlignedModel("Be helpful.", examples, k=2, engine=stack(ScriptedEngine(lambda r: "answer")),
+                         embedder="lexical", cache_dir=tmp_path / "cache")
+    threads: list[int] = []
+    embed = LexicalEmbedder.embed
+
+    def recording(self, texts):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return embed(self, texts)
+
+    model.pool.embedder.embed = recording.__get__(model.pool.embedder)  # type: ignore[method-assign]
+    short, long = "How do I keep basil alive?", "How do I keep basil alive? " * (IN_THREAD_CHARS // 20)
+    assert (await model.retrieve(short)).examples == model.request(short).examples
+    assert (await model.retrieve(long)).examples == model.request(long).examples  # remembered: no embedding
+    assert len(threads) == 2 and threads[0] == threading.get_ident() != threads[1]

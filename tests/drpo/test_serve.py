@@ -201,19 +201,24 @@ async def test_sampling_fields_pass_through_within_the_servers_limits(artifacts,
     assert (default["temperature"], default["max_tokens"], default["n"]) == (0.7, 512, 1) and "seed" not in default
 
 
+LONG_QUERY = QUERY + " Here is the recipe I followed, step by step." * 600
+"""Past agents/curator.py `IN_THREAD_CHARS`: retrieved for in a worker thread, by serve as by answer."""
+
+
+@pytest.mark.parametrize("query", [QUERY, LONG_QUERY], ids=["short", "long"])
 @pytest.mark.parametrize("mode", ["chat", "completion"])
-async def test_the_engine_receives_through_serve_the_text_answer_sends(artifacts, world, tmp_path, mode):
+async def test_the_engine_receives_through_serve_the_text_answer_sends(artifacts, world, tmp_path, mode, query):
     run_dir = artifacts[mode]
     endpoint = "/v1/chat/completions" if mode == "chat" else "/v1/completions"
     backend = world_backend(world)
     model = aligned(run_dir, backend, tmp_path)
     try:
-        await model.answer(QUERY)
+        await model.answer(query)
     finally:
         await model.aclose()
     async with aligned_server(run_dir, backend, tmp_path, k=model.k) as (url, _), client(url) as c:
         await c.chat.completions.create(model=f"drpo-{read(run_dir).run_id}",
-                                        messages=[{"role": "user", "content": QUERY}])
+                                        messages=[{"role": "user", "content": query}])
     by_answer, by_serve = sent(world, endpoint)
     field = "messages" if mode == "chat" else "prompt"
     assert by_serve[field] == by_answer[field]
