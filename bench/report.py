@@ -97,6 +97,7 @@ PYTHONPATH=. python bench/vllm_gpu_check.py MODEL_DIR                     # GPU 
 python -m bench.serve_bench --clients 1 16 128 --engine-ms 0 20 20~10 --sdk-baseline --floor --save  # `run.py serve`
 python -m bench.serve_bench --clients 16 --engine-ms 0 --workers 8 --floor      # `serve --workers 8`, cores to spare
 python -m bench.serve_report --write                                      # its section of this file, from the saved run
+python -m bench.serve_long_query --chars 900000 --rounds 3                 # a 900 KB query: what it holds up
 python -m bench.demo_bench --runs 3                                       # `python run.py` as a user runs it: wall, faults
 python -m bench.embedded_bench --pairs 2                                  # the real embedded engine: one at a time vs in flight
 python -m bench.llama_server_probe --threads 1 2 --slots 4                # decode speed per thread and slot count
@@ -114,7 +115,7 @@ latency model, answers, what it saw), `zero_latency` (the in-process engine of t
 `report_runs` / `report_overhead` / `results_store` (this file from the stored results); `calls`,
 `vllm_gpu_check` and `serve_bench` stand apart; `serve_bench` drives `serve_load` (closed-loop
 clients) against `serve_engine` (a fast loopback engine), `serve_sdk` is its baseline's engine,
-`serve_floor` the bare forwarder it is read against, and `serve_report` writes its section; `serve_profile` shows where the server's CPU goes (cProfile);
+`serve_floor` the bare forwarder it is read against, and `serve_report` writes its section; `serve_profile` shows where the server's CPU goes (cProfile) and `serve_long_query` what one long query holds up;
 `demo_bench`, `embedded_bench`, `llama_server_probe` and `llama_encodings` run the real embedded engine; `noise_bench` (the table of
 "Selection under a noisy judge") runs `noise_run` (one search) in `noise_world` (a world with a known
 truth) and writes its section with `noise_report`.

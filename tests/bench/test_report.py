@@ -53,7 +53,7 @@ def test_every_command_in_how_to_run_exists_with_the_flags_it_shows(capsys):
     assert {c.split()[2] for c in commands} == {"bench.run_bench", "bench.overhead", "bench.sim_engine", "bench.calls",
                                                "bench.serve_bench", "bench.serve_report", "bench.demo_bench",
                                                "bench.embedded_bench", "bench.llama_server_probe", "bench.llama_encodings",
-                                               "bench.noise_bench"}
+                                               "bench.noise_bench", "bench.serve_long_query"}
     for command in commands:
         module = importlib.import_module(command.split()[2])
         with pytest.raises(SystemExit) as exit_:
