@@ -4,7 +4,8 @@ maps its SDK's errors to these in its own file, keeping the original as `__cause
     EngineFault                 a call failed; the retry layer tries again
     ├── TransportFault          connection reset, timeout, 5xx
     │   └── RateLimited         429; carries the server's Retry-After
-    ├── RequestRejected         the server refused this request (400, 413, 422): bad for this call only
+    ├── RequestRejected         the server refused this request (400, 413, 422): bad for this call only;
+    │                           retried only where another endpoint may take it
     ├── InvalidOutput           a reply that is not a valid completion, or output that does not
     │   │                       parse or validate against the schema
     │   └── TruncatedOutput     structured output cut off at max_tokens (finish_reason "length")
@@ -45,13 +46,16 @@ class RateLimited(TransportFault):
 
 
 class RequestRejected(EngineFault):
-    """The server refused this one request (too long, bad parameter); not a sign it is down."""
+    """The server refused this one request (too long, bad parameter); not a sign it is down. The
+    same server would refuse it again, so the retry layer tries again only where `elsewhere`:
+    another endpoint may take it (a router over replicas, one of them misconfigured)."""
 
     kind = "rejected"
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.elsewhere = False
 
 
 class InvalidOutput(EngineFault):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from backends.errors import EngineConfigError, EngineFault, RateLimited, TransportFault
+from backends.errors import EngineConfigError, EngineFault, RateLimited, RequestRejected, TransportFault
 from backends.protocol import Engine
 from schemas.llm import LLMRequest, LLMResult
 from telemetry.logs import get_logger
@@ -61,8 +61,10 @@ class RoutedEngine:
                 self._down_until[i] = self._clock() + self._cooldown_s
                 log.warning("endpoint.down", endpoint=self.names[i], cooldown_s=self._cooldown_s, error=str(fault)[:120])
             raise
-        except EngineFault:
+        except EngineFault as fault:
             self.bad_in_a_row[i] += 1
+            if isinstance(fault, RequestRejected) and len(self.engines) > 1:
+                fault.elsewhere = True  # the retry goes to another endpoint first (`pick`)
             raise
         finally:
             self.in_flight[i] -= 1

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from backends.errors import EngineConfigError, EngineFault, InvalidOutput, TransportFault
+from backends.errors import EngineConfigError, EngineFault, InvalidOutput, RequestRejected, TransportFault
 from backends.templates import describe
 from schemas.config import BackendConfig
 from schemas.llm import Choice, LLMRequest, LLMResult, TemplateInfo, fold_system
@@ -150,8 +150,12 @@ class VLLMEngine:
 
 def _fault(exc: Exception) -> EngineFault:
     """vLLM's failures as ours: an engine that died (EngineDeadError, a closed connection to its
-    core process) is a transport fault; anything else fails this call only."""
+    core process) is a transport fault; a request it refuses (a ValueError: its
+    VLLMValidationError, a prompt past `max_model_len`, a bad sampling parameter) is rejected, as
+    `vllm serve` answers it with a 400; anything else fails this call only."""
     name = type(exc).__name__
     if "Dead" in name or isinstance(exc, ConnectionError | BrokenPipeError | EOFError):
         return TransportFault(f"vllm engine is down: {name}: {exc}")
+    if isinstance(exc, ValueError):
+        return RequestRejected(f"vllm rejected the request: {name}: {exc}")
     return EngineFault(f"vllm: {name}: {exc}")

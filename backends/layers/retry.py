@@ -6,7 +6,11 @@ honoured up to `max_wait_s` (a longer request is capped, and the cap is logged).
 attempt is counted in the ledger and logged as `engine.fault` with the call's ids and the wait
 before the next attempt (`retry_in_s`, so a server-requested wait is always shown); after
 `max_attempts` the call raises `CallFailed`, which the graph turns into a dropped candidate. A
-refusal (`EngineRefused`) is counted as a `refused` fault and raised at once: no retry helps.
+refusal (`EngineRefused`) is counted as a `refused` fault and raised at once: no retry helps. A
+rejected request (`RequestRejected`: 400, 413, 422, such as a prompt past the context) is counted
+and fails the call at once, unless another endpoint may take it (a router's): the same server would
+reject it again (the `openai` SDK does not retry these either), and retrying it kept a served
+client waiting seconds for its 400.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ import random
 
 import anyio
 
-from backends.errors import CallFailed, EmptyOutput, EngineFault, EngineRefused, InvalidOutput, RateLimited
+from backends.errors import (
+    CallFailed,
+    EmptyOutput,
+    EngineFault,
+    EngineRefused,
+    InvalidOutput,
+    RateLimited,
+    RequestRejected,
+)
 from backends.ledger import Ledger
 from backends.protocol import Engine, Layer
 from schemas.llm import LLMRequest, LLMResult
@@ -52,7 +64,7 @@ class RetryLayer(Layer):
                 spent = spent + getattr(fault, "usage", Usage())
                 faults.append(fault.kind)
                 self.ledger.fault(request.role, fault.kind)
-                last = attempt + 1 == self.max_attempts
+                last = attempt + 1 == self.max_attempts or (isinstance(fault, RequestRejected) and not fault.elsewhere)
                 wait = 0.0 if last else self.delay(attempt, fault)
                 log.warning("engine.fault", agent=request.role, backend=self.name, kind=fault.kind,
                             attempt=attempt + 1, error=str(fault)[:200],
@@ -74,8 +86,8 @@ class RetryLayer(Layer):
                             waiting_s=self.max_wait_s, hint="max_retry_wait_s sets the longest wait")
                 return self.max_wait_s
             return max(0.0, fault.retry_after_s)
-        if isinstance(fault, InvalidOutput | EmptyOutput):
-            return 0.0  # the engine is healthy; try again with another seed at once
+        if isinstance(fault, InvalidOutput | EmptyOutput | RequestRejected):
+            return 0.0  # the engine is healthy (or, for a rejection, another endpoint is): try again at once
         return min(self.max_wait_s, self.backoff_s * (2**attempt) * self._jitter.uniform(0.5, 1.5))
 
 

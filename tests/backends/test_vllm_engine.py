@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from backends.errors import EngineConfigError
+from backends.errors import CallFailed, EngineConfigError, RequestRejected
 from backends.ledger import Ledger
 from backends.vllm_engine import VLLMEngine, load_vllm_api
 from schemas.llm import LLMRequest, Message, Sampling
@@ -225,6 +225,19 @@ async def test_engine_errors_become_faults_that_the_backend_retries():
     engine.engine.reply = '{"score": 4}'
     result = await backend.complete(with_output(LLMRequest(role="judge", prompt="p"), Score))
     assert result.parsed[0].score == 4
+
+
+async def test_a_request_vllm_refuses_is_rejected_once_not_retried():
+    """A prompt past `max_model_len` is a ValueError (vLLM's VLLMValidationError): the same request
+    would be refused again, so the call fails at once, counted (as `vllm serve`'s 400 would)."""
+    engine = make()
+    engine.engine.reply = ValueError("The decoder prompt (length 9000) is longer than the maximum model length of 4096")
+    ledger = Ledger()
+    backend = stack(engine, name="v", ledger=ledger, max_attempts=4, backoff_s=0.001)
+    with pytest.raises(CallFailed, match="maximum model length") as failed:
+        await backend.complete(LLMRequest(role="policy", prompt="p"))
+    assert failed.value.faults == ["rejected"] and isinstance(failed.value.last, RequestRejected)
+    assert ledger.by_role()["policy"].faults == {"rejected": 1}
 
 
 async def test_close_shuts_the_engine_down():

@@ -96,12 +96,14 @@ async def test_an_upstream_that_rejects_the_request_is_a_400_with_its_reason_scr
     monkeypatch.setenv("WORLD_KEY", WORLD_KEY)
     stub.responder = lambda body: (400, {}, {"error": {"message": f"context length exceeded ({TOKEN})"}})
     redactor = Redactor([WORLD_KEY, TOKEN])
-    server = aligned_server(artifacts["chat"], world_backend(stub.url), tmp_path, redactor=redactor)
+    backend = world_backend(stub.url, max_attempts=4)  # the default: retries for what a retry can cure
+    server = aligned_server(artifacts["chat"], backend, tmp_path, redactor=redactor)
     async with server as (url, _), client(url) as c:
         with pytest.raises(openai.BadRequestError, match="context length exceeded") as rejected:
             await c.chat.completions.create(model=name_of(artifacts), messages=MESSAGES)
     assert rejected.value.body["code"] == "upstream_rejected" and "***" in rejected.value.body["message"]
     assert no_secret_or_traceback(rejected.value.response.text)
+    assert len([s for s in stub.seen if s.path.endswith("/chat/completions")]) == 1  # answered at once, not retried
 
 
 async def test_an_upstream_that_is_down_is_a_502_then_a_503_with_retry_after(artifacts, tmp_path, monkeypatch):

@@ -86,7 +86,7 @@ async def test_the_completions_endpoint_scrubs_the_same_way(log_lines, caplog):
             stacked(server.url, max_attempts=2) as (engine, _):
         with pytest.raises(CallFailed) as failed:
             await call(engine, text_request())
-    assert server.paths == ["/v1/completions"] * 2
+    assert server.paths == ["/v1/completions"]
     assert "***" in str(failed.value)
     assert_never_shows(KEY, failed.value, log_lines, caplog)
 

@@ -3,8 +3,10 @@
 - A refusal no retry can cure (401, 403, 404, 402, a 429 for lack of quota), even after earlier
   calls succeeded, stops the run: `EngineRefused`, exit code 2, one line saying what to fix, and
   no second request.
-- A request the server rejects (400 context length, 413, 422) is a `rejected` fault, retried and
-  counted; a template that rejects a system message is handled once and for good (folded).
+- A request the server rejects (400 context length, 413, 422) is a `rejected` fault, counted, and
+  the call fails at once: the same server would reject it again (a router's other endpoints may
+  take it: tests/hostile/test_router.py); a template that rejects a system message is handled once
+  and for good (folded).
 - A transient status (5xx, 408, 409) is a transport fault that a retry cures; a server that keeps
   answering 5xx is an outage (`EngineUnavailable`) after three calls in a row.
 - A 429 waits what the server asks, but never longer than `max_retry_wait_s` (60 s by default),
@@ -84,19 +86,19 @@ REJECTION_CASES = [(endpoint, name) for endpoint in ENDPOINTS for name in REJECT
 
 
 @pytest.mark.parametrize(("endpoint", "name"), REJECTION_CASES, ids=[f"{e}-{n}" for e, n in REJECTION_CASES])
-async def test_a_rejected_request_is_a_counted_fault_that_ends_in_call_failed(endpoint, name):
+async def test_a_rejected_request_is_a_counted_fault_that_ends_in_call_failed_at_once(endpoint, name):
     ask, _, path = ENDPOINTS[endpoint]
     status, body, shown = REJECTIONS[name]
     content_type = "text/html" if isinstance(body, str) else "application/json"
     async with serving(send(status, body, content_type=content_type)) as server, \
-            stacked(server.url, max_attempts=2, down_after=1) as (engine, ledger):
+            stacked(server.url, max_attempts=4, down_after=1) as (engine, ledger):
         with pytest.raises(CallFailed) as failed:
             await call(engine, ask())  # down_after=1: a transport fault would stop the run here
-    assert failed.value.faults == ["rejected", "rejected"]
+    assert failed.value.faults == ["rejected"]
     assert isinstance(failed.value.last, RequestRejected) and failed.value.last.status == status
     assert shown in str(failed.value) and "\n" not in str(failed.value)
-    assert server.paths == [path] * 2
-    assert ledger.by_role()["policy"].faults == {"rejected": 2}
+    assert server.paths == [path]  # not sent again: the same server would reject it again
+    assert ledger.by_role()["policy"].faults == {"rejected": 1}
     assert ledger.by_role()["policy"].failed_calls == 1
 
 
@@ -242,7 +244,7 @@ async def test_a_role_complaint_without_a_system_message_is_not_folded_but_rejec
     async with serving(send(400, body)) as server, stacked(server.url, max_attempts=2) as (engine, ledger):
         with pytest.raises(CallFailed) as failed:
             await call(engine, chat_request())
-    assert failed.value.faults == ["rejected", "rejected"]
+    assert failed.value.faults == ["rejected"]
     assert not engine.bottom.folds_system
-    assert len(server.hits) == 2
+    assert len(server.hits) == 1
     assert all(json.loads(hit.body)["messages"][0]["role"] == "user" for hit in server.hits)
