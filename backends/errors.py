@@ -77,7 +77,7 @@ class CallFailed(ProjectError):
     exit_code = 1
 
     def __init__(self, role: str, faults: list[str], last: Exception) -> None:
-        super().__init__(f"{role} call failed after {len(faults)} attempts: {last}")
+        super().__init__(f"{role} call failed after {len(faults)} attempt{'' if len(faults) == 1 else 's'}: {last}")
         self.role = role
         self.faults = faults
         self.last = last
