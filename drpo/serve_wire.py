@@ -141,9 +141,11 @@ def _text(message: WireMessage, where: str) -> str:
 
 def conversation(messages: list[WireMessage]) -> Conversation:
     """System messages anywhere are the client's instruction; consecutive messages of one role are
-    one turn (joined by a blank line); the conversation must end with the user's message."""
+    one turn (joined by a blank line); the conversation must end with the user's message. A turn's
+    pieces are joined once it is complete: appended one by one, 34,000 one-letter user messages
+    (a 1 MiB body) copied the growing turn each time, 160 ms of CPU."""
     system: list[str] = []
-    turns: list[list[str]] = []  # [role, text], roles alternating
+    turns: list[tuple[str, list[str]]] = []  # (role, its messages' texts), roles alternating
     for i, message in enumerate(messages):
         text = _text(message, f"messages.{i}.content")
         if message.role in ("system", "developer"):
@@ -152,17 +154,18 @@ def conversation(messages: list[WireMessage]) -> Conversation:
             raise bad_request(f"messages.{i}.role: {message.role!r} is not supported (system, developer, user or "
                               "assistant)", param=f"messages.{i}.role")
         elif turns and turns[-1][0] == message.role:
-            turns[-1][1] = f"{turns[-1][1]}\n\n{text}"
+            turns[-1][1].append(text)
         else:
-            turns.append([message.role, text])
+            turns.append((message.role, [text]))
     if not turns or turns[-1][0] != "user":
         raise bad_request("messages: the conversation must end with a user message", param="messages")
     if turns[0][0] != "user":
         raise bad_request("messages: an assistant message must follow a user message", param="messages")
-    query = turns[-1][1]
+    texts = ["\n\n".join(pieces) for _, pieces in turns]
+    query = texts[-1]
     if not query.strip():
         raise bad_request("messages: the last user message is empty", param="messages")
-    history = tuple(Example(query=turns[i][1], answer=turns[i + 1][1]) for i in range(0, len(turns) - 1, 2))
+    history = tuple(Example(query=texts[i], answer=texts[i + 1]) for i in range(0, len(texts) - 1, 2))
     joined = "\n\n".join(s.strip() for s in system if s.strip())
     return Conversation(query=query, history=history, system=joined or None)
 

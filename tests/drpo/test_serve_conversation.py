@@ -155,3 +155,20 @@ def test_numbers_of_the_right_json_type_still_pass():
                       "max_tokens": 9, "seed": 3, "stream": True}, INFERENCE_SAMPLING, ServeLimits())
     assert (call.sampling.temperature, call.sampling.top_p, call.sampling.n, call.sampling.max_tokens,
             call.sampling.seed, call.stream) == (1.0, 1.0, 2, 9, 3, True)
+
+
+def test_thousands_of_messages_are_read_into_turns_as_a_few_are():
+    """Consecutive messages of one role are one turn however many there are (a turn's pieces are
+    joined once: appended one by one, a 1 MiB body of one-letter messages cost quadratic copying)."""
+    from drpo.api import INFERENCE_SAMPLING
+    from drpo.serve_wire import ServeLimits, chat_call
+
+    pieces = [f"part {i}" for i in range(5000)]
+    alternating = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(2001)]
+    same_role = chat_call({"messages": [{"role": "user", "content": p} for p in pieces]}, INFERENCE_SAMPLING,
+                          ServeLimits())
+    turns = chat_call({"messages": [{"role": "system", "content": "s"}] * 3 + alternating}, INFERENCE_SAMPLING,
+                      ServeLimits())
+    assert same_role.conversation.query == "\n\n".join(pieces) and same_role.conversation.history == ()
+    assert len(turns.conversation.history) == 1000 and turns.conversation.query == "turn 2000"
+    assert turns.conversation.history[-1].answer == "turn 1999" and turns.conversation.system == "s\n\ns\n\ns"
