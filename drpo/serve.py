@@ -13,8 +13,9 @@ runs: retries, limits, accounting). The body format is drpo/serve_wire.py, the a
 drpo/serve_render.py, the errors' drpo/serve_faults.py.
 
 In front of every handler, one middleware: the bearer token when `--auth-env` set one
-(`hmac.compare_digest`; 401 otherwise), the body cap (413), the cap on requests being answered
-(429 with Retry-After: a full server says so at once rather than queue without bound), every
+(`hmac.compare_digest`; 401 otherwise), the request body, read whole within the body cap (413)
+and its deadline (408), uncompressed (415), before the cap on requests being answered (429 with
+Retry-After: a full server says so at once rather than queue without bound), every
 failure as an OpenAI error body (never a traceback or a secret), and one trace line per request
 (`drpo.trace.serve`: request id, status, latency, tokens, the indices of the retrieved examples;
 never the query's text). `serve_until_signalled` drains on SIGTERM or Ctrl-C: it stops accepting,
@@ -59,6 +60,8 @@ progress = get_logger("drpo.progress")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("drpo_request_id", str)
+BODY = web.RequestKey("drpo_body", bytes)
+"""A POST request's body, read whole by the middleware before the request takes a slot."""
 NOTE = web.RequestKey("drpo_trace_note", dict)
 """What a handler adds to its request's trace line."""
 
@@ -143,6 +146,7 @@ class AlignedServer:
             self._authorize(request)
             if request.method != "POST":
                 return await handler(request)
+            request[BODY] = await self._body(request)
             limit = self.options.limits
             if self.in_flight >= limit.max_concurrent:
                 raise ApiError(429, f"the server is answering {limit.max_concurrent} requests already; retry after "
@@ -192,14 +196,32 @@ class AlignedServer:
 
     # --- the endpoints -----------------------------------------------------------------------------
 
-    async def _json(self, request: web.Request) -> dict[str, Any]:
-        if (request.content_length or 0) > self.options.limits.max_body_bytes:
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, before the request counts as being answered: counted from its first
+        byte, 64 clients that sent headers and then nothing held every slot, and every other
+        client got 429, for as long as they kept their connections open. A compressed body is
+        refused unread (aiohttp's decompression is off): one 486 KB gzip body that inflates to
+        500 MB was refused with 413, and then inflated whole while aiohttp drained the connection
+        (0.24 s of the event loop's time for each one)."""
+        limits = self.options.limits
+        if (request.content_length or 0) > limits.max_body_bytes:
             raise self._too_large()
+        if request.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity"):
+            raise ApiError(415, "compressed request bodies are not supported; send the body without "
+                                "Content-Encoding", code="unsupported_content_encoding")
         try:
-            raw = await request.read()  # aiohttp refuses past client_max_size (chunked bodies too)
+            with anyio.fail_after(limits.body_timeout_s):
+                return await request.read()  # aiohttp refuses past client_max_size (chunked bodies too)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {limits.body_timeout_s:g} s",
+                           code="request_timeout") from None
         except ConnectionError:  # the client left before its body arrived: its doing, not the server's
             raise ApiError(499, "the client closed the connection before its request body arrived",
                            code="client_closed_request") from None
+
+    @staticmethod
+    def _json(request: web.Request) -> dict[str, Any]:
+        raw = request[BODY]
         try:
             data = orjson.loads(raw)  # nesting past 1,024 levels is refused, never a RecursionError
         except ValueError:
@@ -209,11 +231,11 @@ class AlignedServer:
         return data
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        call = chat_call(await self._json(request), self.model.sampling, self.options.limits)
+        call = chat_call(self._json(request), self.model.sampling, self.options.limits)
         return await self._answer(request, call, chat=True)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
-        call = completion_call(await self._json(request), self.model.sampling, self.options.limits)
+        call = completion_call(self._json(request), self.model.sampling, self.options.limits)
         return await self._answer(request, call, chat=False)
 
     async def _answer(self, request: web.Request, call: Call, *, chat: bool) -> web.StreamResponse:
@@ -291,7 +313,7 @@ async def serving(server: AlignedServer, host: str = "127.0.0.1", port: int = 0,
     drpo/serve_workers.py), until the block ends, then drain; yields the root URL (clients use
     `<url>/v1`)."""
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, logger=_ConnectionLog(),
-                           shutdown_timeout=server.options.limits.shutdown_timeout_s)
+                           shutdown_timeout=server.options.limits.shutdown_timeout_s, auto_decompress=False)
     await runner.setup()
     try:
         site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port, backlog=1024)

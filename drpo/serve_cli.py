@@ -88,6 +88,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     serve.add_argument("--max-concurrent-requests", type=_number("--max-concurrent-requests", 1),
                        default=limits.max_concurrent, help=f"requests answered at once; more get 429 "
                                                            f"({limits.max_concurrent})")
+    serve.add_argument("--body-timeout", type=float, default=limits.body_timeout_s,
+                       help="seconds a request body may take to arrive; a slower one gets 408 "
+                            f"({limits.body_timeout_s:g})")
     serve.add_argument("--shutdown-timeout", type=float, default=limits.shutdown_timeout_s,
                        help="seconds requests in flight may take to finish after SIGTERM "
                             f"({limits.shutdown_timeout_s:g})")
@@ -180,13 +183,16 @@ def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
     sampling = server_sampling(args, run_config)
     if not math.isfinite(args.shutdown_timeout) or args.shutdown_timeout < 0:
         raise UserInputError(f"--shutdown-timeout must be a number of seconds, 0 or more, got {args.shutdown_timeout}")
+    if not math.isfinite(args.body_timeout) or args.body_timeout <= 0:
+        raise UserInputError(f"--body-timeout must be a number of seconds above 0, got {args.body_timeout}")
     check_path(cache_folder(args), cache_flag(args))  # as `answer` does: before the embedder writes there
     if args.log_dir is not None:
         check_path(args.log_dir, "--log-dir")
     token = auth_token(args.auth_env)
     redactor = Redactor([*Redactor.for_config(run_config).secrets, *([token] if token else [])])
     limits = ServeLimits(max_tokens_cap=args.max_tokens_cap, max_n=args.max_n, max_body_bytes=args.max_body_bytes,
-                         max_concurrent=args.max_concurrent_requests, shutdown_timeout_s=args.shutdown_timeout)
+                         max_concurrent=args.max_concurrent_requests, body_timeout_s=args.body_timeout,
+                         shutdown_timeout_s=args.shutdown_timeout)
 
     if token is None and not loopback_host(args.host):
         log.warning("serve.unauthenticated", host=args.host,

@@ -34,7 +34,10 @@ class ServeLimits:
     max_body_bytes: int = 1 << 20
     """A larger request body is refused with 413."""
     max_concurrent: int = 64
-    """Requests being answered at once; one more is refused with 429 and Retry-After."""
+    """Requests being answered at once; one more is refused with 429 and Retry-After. A request
+    counts once its body has arrived: a client that is still sending is not being answered."""
+    body_timeout_s: float = 60.0
+    """How long a request body may take to arrive; a slower one is refused with 408."""
     retry_after_s: int = 1
     """The Retry-After of a 429 (and of a 503 when the engine gives none)."""
     shutdown_timeout_s: float = 60.0

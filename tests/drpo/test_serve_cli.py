@@ -199,6 +199,8 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(artifacts, tmp_p
         pytest.param(lambda f: ["--cache-dir", str(f / "logs")], "--cache-dir", id="cache-dir-is-a-file"),
         pytest.param(lambda f: ["--shutdown-timeout", "nan"], "--shutdown-timeout", id="shutdown-timeout-nan"),
         pytest.param(lambda f: ["--shutdown-timeout", "inf"], "--shutdown-timeout", id="shutdown-timeout-inf"),
+        pytest.param(lambda f: ["--body-timeout", "0"], "--body-timeout", id="body-timeout-zero"),
+        pytest.param(lambda f: ["--body-timeout", "nan"], "--body-timeout", id="body-timeout-nan"),
     ],
 )
 def test_folders_that_cannot_be_folders_and_timeouts_that_are_no_number_are_one_line(artifacts, tmp_path, flags,

@@ -4,6 +4,7 @@ per request."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import aiohttp
 import anyio
 import openai
 import pytest
+from anyio.abc import SocketStream
 
 from drpo.serve_wire import ServeLimits
 from telemetry.logs import run_logs
@@ -254,3 +256,50 @@ async def test_a_request_that_is_no_http_is_refused_and_logged_as_an_event_not_a
     refused = [e for e in events if e["event"] == "serve.connection_error"]
     assert len(refused) == 1 and refused[0]["severity"] == "info" and "LineTooLong" in refused[0]["error"]
     assert not [r for r in caplog.records if r.levelno >= 40], [r.getMessage() for r in caplog.records]
+
+
+async def _send_headers_and_part_of_the_body(url: str) -> SocketStream:
+    """A client that announces a body of 1,000 bytes, sends 12 of them, and then nothing."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await anyio.connect_tcp(host, int(port))
+    await stream.send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"messages\":")
+    return stream
+
+
+async def test_a_client_still_sending_its_body_takes_no_slot_from_the_others(artifacts, world, tmp_path):
+    """Counted from its headers, a request whose body never came held its slot for as long as its
+    connection stayed open: with the cap's worth of them, every other client got 429."""
+    limits = ServeLimits(max_concurrent=1)
+    serve = aligned_server(artifacts["chat"], world_backend(world), tmp_path, limits=limits)
+    async with serve as (url, server), await _send_headers_and_part_of_the_body(url), client(url) as c:
+        with anyio.fail_after(10):
+            while not server._handlers:  # the middleware is reading its body
+                await anyio.sleep(0.01)
+        busy = server.in_flight
+        reply = await c.chat.completions.create(model=name_of(artifacts), messages=MESSAGES)
+    assert busy == 0 and reply.choices[0].message.content.startswith("ANSWER[")
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_a_408(artifacts, world, tmp_path):
+    limits = ServeLimits(body_timeout_s=0.2)
+    serve = aligned_server(artifacts["chat"], world_backend(world), tmp_path, limits=limits)
+    async with serve as (url, _), await _send_headers_and_part_of_the_body(url) as stream:
+        with anyio.fail_after(10):
+            reply = await stream.receive()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b" 408 " in head.split(b"\r\n", 1)[0]
+    assert json.loads(body)["error"]["code"] == "request_timeout" and sent(world) == []
+
+
+async def test_a_compressed_body_is_refused_unread_with_a_415(artifacts, world, tmp_path):
+    """aiohttp inflated compressed bodies: a small gzip body refused for its inflated size was then
+    inflated whole (500 MB for 486 KB) while the connection was drained, on the event loop."""
+    packed = gzip.compress(json.dumps({"model": name_of(artifacts), "messages": MESSAGES}).encode())
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    serve = aligned_server(artifacts["chat"], world_backend(world), tmp_path)
+    async with serve as (url, _), aiohttp.ClientSession() as session, session.post(
+            f"{url}/v1/chat/completions", data=packed, headers=headers) as refused:
+        status, error = refused.status, (await refused.json())["error"]
+    assert status == 415 and error["code"] == "unsupported_content_encoding" and "Content-Encoding" in error["message"]
+    assert sent(world) == []
