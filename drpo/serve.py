@@ -20,19 +20,21 @@ failure as an OpenAI error body (never a traceback or a secret), and one trace l
 (`drpo.trace.serve`: request id, status, latency, tokens, the indices of the retrieved examples;
 never the query's text). `serve_until_signalled` drains on SIGTERM or Ctrl-C: it stops accepting,
 lets requests in flight finish (up to `shutdown_timeout_s`) and closes the engine; a second signal
-cancels what is still being answered. What aiohttp reports outside any handler (a request that is
-no HTTP) goes to `_ConnectionLog`.
+cancels what is still being answered. While it serves, what the process held before (modules, the
+model, the pool) is frozen out of the garbage collector's sight (`frozen_heap`). What aiohttp
+reports outside any handler (a request that is no HTTP) goes to `_ConnectionLog`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,6 +325,22 @@ async def serving(server: AlignedServer, host: str = "127.0.0.1", port: int = 0,
         await runner.cleanup()
 
 
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The objects alive now moved to the collector's permanent generation until the block ends
+    (`gc.freeze`). A request that makes many containers (a body of 340,000 empty lists in a field
+    the server ignores is 1 MiB) sets off full collections, and each one walked every object the
+    process had loaded to serve: 264 ms of the event loop for one such body, 35 ms once they are
+    frozen. They live as long as the server anyway; frozen, they are still freed by reference
+    counting, only cycles among them wait for the block's end."""
+    gc.collect()  # what is garbage now is not kept
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 async def serve_until_signalled(server: AlignedServer, host: str, port: int, *, backend: str = "",
                                 sock: socket.socket | None = None, ready: Callable[[], object] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain. A second signal while draining stops at once: the
@@ -336,7 +354,7 @@ async def serve_until_signalled(server: AlignedServer, host: str, port: int, *, 
 
     # the receiver stays open while draining: a second Ctrl-C then reaches no default handler (which
     # raised KeyboardInterrupt into asyncio.run's shutdown and logged aiohttp's tasks as errors)
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, frozen_heap():
         async with AsyncExitStack() as stack:
             url = await stack.enter_async_context(serving(server, host, port, sock))  # an OSError: cannot listen
             progress.info("serve.listening", url=f"{url}/v1", model=server.options.name, policy_mode=server.setup.mode,
