@@ -79,6 +79,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                        help=f"the most tokens a request may ask for; more is lowered to it ({limits.max_tokens_cap})")
     serve.add_argument("--max-n", type=_number("--max-n", 1), default=limits.max_n,
                        help=f"the most choices per request ({limits.max_n})")
+    serve.add_argument("--max-messages", type=_number("--max-messages", 1), default=limits.max_messages,
+                       help=f"the most messages per chat request, and content parts in them ({limits.max_messages})")
     serve.add_argument("--client-system", choices=CLIENT_SYSTEM_POLICIES, default="append",
                        help="a client's system message: appended after the aligned prompt, or ignored (append)")
     serve.add_argument("--auth-env", metavar="NAME",
@@ -190,7 +192,8 @@ def run_serve(args: argparse.Namespace, config: RunConfig | None = None) -> int:
         check_path(args.log_dir, "--log-dir")
     token = auth_token(args.auth_env)
     redactor = Redactor([*Redactor.for_config(run_config).secrets, *([token] if token else [])])
-    limits = ServeLimits(max_tokens_cap=args.max_tokens_cap, max_n=args.max_n, max_body_bytes=args.max_body_bytes,
+    limits = ServeLimits(max_tokens_cap=args.max_tokens_cap, max_n=args.max_n, max_messages=args.max_messages,
+                         max_body_bytes=args.max_body_bytes,
                          max_concurrent=args.max_concurrent_requests, body_timeout_s=args.body_timeout,
                          shutdown_timeout_s=args.shutdown_timeout)
 
