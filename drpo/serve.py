@@ -46,7 +46,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from agents.policy import policy_call
 from drpo.api import AlignedModel
-from drpo.serve_faults import ApiError, bad_request, engine_error
+from drpo.serve_faults import ApiError, bad_request, engine_error, quoted
 from drpo.serve_prompt import ClientSystem, with_client_system
 from drpo.serve_render import DONE, Reply, body, chunks, event, json_reply
 from drpo.serve_wire import Call, ServeLimits, chat_call, completion_call
@@ -242,8 +242,8 @@ class AlignedServer:
 
     async def _answer(self, request: web.Request, call: Call, *, chat: bool) -> web.StreamResponse:
         if call.model is not None and call.model != self.options.name:
-            raise ApiError(404, f"model {call.model!r} is not served here; this server serves {self.options.name!r}",
-                           param="model", code="model_not_found")
+            raise ApiError(404, f"model {quoted(call.model)} is not served here; this server serves "
+                                f"{self.options.name!r}", param="model", code="model_not_found")
         note = request[NOTE]
         conversation = call.conversation
         retrieved = await self.model.retrieve(conversation.query)
@@ -277,7 +277,7 @@ class AlignedServer:
 
     async def _model(self, request: web.Request) -> web.Response:
         if request.match_info["name"] != self.options.name:
-            raise ApiError(404, f"model {request.match_info['name']!r} is not served here; this server serves "
+            raise ApiError(404, f"model {quoted(request.match_info['name'])} is not served here; this server serves "
                                 f"{self.options.name!r}", code="model_not_found")
         return json_reply(self._entry())
 

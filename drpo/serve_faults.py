@@ -16,7 +16,9 @@ Engine faults (backends/errors.py) are mapped by what the client can do about th
 
 A message never holds a traceback, an engine's URL or a secret: the engine's own text reaches the
 client only for a rejected request (the client needs it, e.g. "context length exceeded"), bounded
-and scrubbed by the run's redactor; the full fault goes to the server's log, scrubbed too.
+and scrubbed by the run's redactor; the full fault goes to the server's log, scrubbed too. What
+the client sent is quoted back cut short (`quoted`), and no message is longer than
+`MAX_MESSAGE_CHARS`: a 404 for a `model` of 1 MB quoted it whole, a 1 MB error body.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from telemetry.redact import Redactor
 
 MAX_ENGINE_TEXT = 300
 """The most of an engine's own error text passed on to a client."""
+MAX_QUOTED = 80
+"""The most of a client's own text an error message quotes."""
+MAX_MESSAGE_CHARS = 1000
+"""The longest error message: whatever it quotes, an error body stays one short line."""
 
 
 @dataclass(eq=False)  # an exception compares and hashes by identity
@@ -44,10 +50,18 @@ class ApiError(Exception):
     headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if len(self.message) > MAX_MESSAGE_CHARS:
+            self.message = f"{self.message[:MAX_MESSAGE_CHARS - 1]}…"
         super().__init__(self.message)
 
     def body(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def quoted(text: str) -> str:
+    """`text`, a value the client sent, as an error message quotes it: its repr, cut short."""
+    shown = repr(text)
+    return shown if len(shown) <= MAX_QUOTED else f"{shown[:MAX_QUOTED - 1]}…"
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:

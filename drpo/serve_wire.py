@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drpo.serve_faults import bad_request
+from drpo.serve_faults import bad_request, quoted
 from schemas.llm import Sampling
 from schemas.messages import Example
 
@@ -185,7 +185,7 @@ def conversation(messages: list[WireMessage]) -> Conversation:
         if message.role in ("system", "developer"):
             system.append(text)
         elif message.role not in ("user", "assistant"):
-            raise bad_request(f"messages.{i}.role: {message.role!r} is not supported (system, developer, user or "
+            raise bad_request(f"messages.{i}.role: {quoted(message.role)} is not supported (system, developer, user or "
                               "assistant)", param=f"messages.{i}.role")
         elif turns and turns[-1][0] == message.role:
             turns[-1][1].append(text)

@@ -303,3 +303,24 @@ async def test_a_compressed_body_is_refused_unread_with_a_415(artifacts, world, 
         status, error = refused.status, (await refused.json())["error"]
     assert status == 415 and error["code"] == "unsupported_content_encoding" and "Content-Encoding" in error["message"]
     assert sent(world) == []
+
+
+async def test_an_error_quotes_what_the_client_sent_cut_short(artifacts, world, tmp_path):
+    """A 404 for a `model` of 1 MB quoted it whole: a 1 MB error body, per request, to any client."""
+    huge = "m" * 1_000_000
+    bodies = [({"model": huge, "messages": MESSAGES}, 404, "model"),
+              ({"messages": [{"role": huge, "content": QUERY}]}, 400, "messages.0.role")]
+    serve = aligned_server(artifacts["chat"], world_backend(world), tmp_path)
+    async with serve as (url, _), aiohttp.ClientSession() as session:
+        answers = []
+        for body, _, _ in bodies:
+            async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                answers.append((response.status, await response.read()))
+        async with session.get(f"{url}/v1/models/{'x' * 7000}") as response:
+            unknown = response.status, await response.read()
+    for (status, raw), (_, expected, param) in zip(answers, bodies, strict=True):
+        error = json.loads(raw)["error"]
+        assert status == expected and error["param"] == param and len(raw) < 500 and "mmm…" in error["message"]
+    assert "this server serves 'drpo-" in json.loads(answers[0][1])["error"]["message"]
+    assert unknown[0] == 404 and len(unknown[1]) < 500
+    assert sent(world) == []
