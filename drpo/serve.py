@@ -226,8 +226,8 @@ class AlignedServer:
         raw = request[BODY]
         try:
             data = orjson.loads(raw)  # nesting past 1,024 levels is refused, never a RecursionError
-        except ValueError:
-            raise bad_request("the request body is not valid JSON") from None
+        except ValueError as exc:  # what is wrong and where (orjson quotes none of the body)
+            raise bad_request(f"the request body is not valid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise bad_request("the request body must be a JSON object")
         return data

@@ -179,11 +179,15 @@ async def test_malformed_bodies_unknown_routes_and_methods_get_openai_error_bodi
         results = []
         for method, path, data in [("POST", "/v1/chat/completions", b"{not json"),
                                    ("POST", "/v1/completions", b"[1, 2]"),
+                                   ("POST", "/v1/chat/completions", b'{"messages": [{"content": "\\ud800"}]}'),
+                                   ("POST", "/v1/chat/completions", b'{"temperature": 1e309}'),
                                    ("POST", "/v1/embeddings", b"{}"), ("GET", "/v1/chat/completions", None)]:
             async with session.request(method, f"{url}{path}", data=data) as response:
                 results.append((response.status, (await response.json())["error"]))
-    assert [status for status, _ in results] == [400, 400, 404, 405]
+    assert [status for status, _ in results] == [400, 400, 400, 400, 404, 405]
+    assert "surrogate" in results[2][1]["message"] and "infinity" in results[3][1]["message"]
     assert "not valid JSON" in results[0][1]["message"] and "JSON object" in results[1][1]["message"]
+    assert "line 1 column 2" in results[0][1]["message"]  # where it breaks
     assert all(set(error) == {"message", "type", "param", "code"} for _, error in results)
     assert sent(world) == []
 
