@@ -163,7 +163,7 @@ def test_thousands_of_messages_are_read_into_turns_as_a_few_are():
     from drpo.api import INFERENCE_SAMPLING
     from drpo.serve_wire import ServeLimits, chat_call
 
-    pieces = [f"part {i}" for i in range(5000)]
+    pieces = [f"part {i}" for i in range(2000)]
     alternating = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(2001)]
     same_role = chat_call({"messages": [{"role": "user", "content": p} for p in pieces]}, INFERENCE_SAMPLING,
                           ServeLimits())
