@@ -50,9 +50,10 @@ class ServeLimits:
 
 class _Wire(BaseModel):
     """A part of a request body. Fields this server does not use (user, metadata, penalties) are
-    ignored, not even kept (60,000 unknown keys took 8 ms to keep); the ones it reads must have their JSON type: "yes" is no boolean, true no count and
-    "0.5" no temperature (OpenAI's API refuses them too; read leniently, `stream: "yes"` streamed
-    and `max_tokens: true` asked for one token). An integer passes where a number is asked for."""
+    ignored, not even kept (60,000 unknown keys took 8 ms to keep); the ones it reads must have
+    their JSON type: "yes" is no boolean, true no count and "0.5" no temperature (OpenAI's API
+    refuses them too; read leniently, `stream: "yes"` streamed and `max_tokens: true` asked for one
+    token). An integer passes where a number is asked for."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
