@@ -7,10 +7,10 @@ gather of its token rows held a row per token at once (240 MB for 1 MiB). Here:
 
 - `PiecewiseTokenizer` cuts the text at spaces where no token can span the cut and encodes the
   pieces as a batch, which the tokenizer runs on its own threads without the GIL (0.18 s for
-  1 MiB on 2 cores; the batch's padding is taken off again). Why the ids are the same: the normalizer writes every space as `▁` and puts
-  one `▁` first; the only tokens that hold a `▁` past their first character are runs of `▁`; so
-  no token spans a `▁` that follows another character, and BPE merges the two sides of such a
-  cut independently. Dropping the space at the cut lets the normalizer put its `▁` back as the
+  1 MiB on 2 cores; the batch's padding is taken off again). Why the ids are the same: the
+  normalizer writes every space as `▁` and puts one `▁` first; the only tokens that hold a `▁`
+  past their first character are runs of `▁`; so no token spans a `▁` that follows another
+  character, and BPE merges the two sides of such a cut independently. Dropping the space at the cut lets the normalizer put its `▁` back as the
   next piece's first. A text that holds an added token (`<s>`, ...) is encoded whole: the
   tokenizer splits those out before normalizing, and a cut beside one would move a `▁`. A
   tokenizer whose normalizer or vocabulary break these conditions gets no piecewise form.
