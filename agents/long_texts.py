@@ -10,8 +10,8 @@ gather of its token rows held a row per token at once (240 MB for 1 MiB). Here:
   1 MiB on 2 cores; the batch's padding is taken off again). Why the ids are the same: the
   normalizer writes every space as `▁` and puts one `▁` first; the only tokens that hold a `▁`
   past their first character are runs of `▁`; so no token spans a `▁` that follows another
-  character, and BPE merges the two sides of such a cut independently. Dropping the space at the cut lets the normalizer put its `▁` back as the
-  next piece's first. A text that holds an added token (`<s>`, ...) is encoded whole: the
+  character, and BPE merges the two sides of such a cut independently. Dropping the space at the
+  cut lets the normalizer put its `▁` back as the next piece's first. A text that holds an added token (`<s>`, ...) is encoded whole: the
   tokenizer splits those out before normalizing, and a cut beside one would move a `▁`. A
   tokenizer whose normalizer or vocabulary break these conditions gets no piecewise form.
 - `mean_of_rows` sums the rows in blocks, carrying the running sum as the first row of the next

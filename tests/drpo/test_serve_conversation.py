@@ -157,6 +157,20 @@ def test_numbers_of_the_right_json_type_still_pass():
             call.sampling.seed, call.stream) == (1.0, 1.0, 2, 9, 3, True)
 
 
+def test_empty_stop_strings_are_dropped_before_the_stop_strings_are_counted():
+    """The bound on stop strings, checked before validation, counts what is sent on: empty ones are
+    dropped, as they were when the bound was checked after validation."""
+    from drpo.api import INFERENCE_SAMPLING
+    from drpo.serve_faults import ApiError
+    from drpo.serve_wire import ServeLimits, chat_call
+
+    messages = [{"role": "user", "content": QUERY}]
+    call = chat_call({"messages": messages, "stop": ["", "", "x", "", "y"]}, INFERENCE_SAMPLING, ServeLimits())
+    assert call.sampling.stop[-2:] == ["x", "y"]
+    with pytest.raises(ApiError, match="at most 4 stop strings"):
+        chat_call({"messages": messages, "stop": ["a", "b", "", "c", "d", "e"]}, INFERENCE_SAMPLING, ServeLimits())
+
+
 def test_thousands_of_messages_are_read_into_turns_as_a_few_are():
     """Consecutive messages of one role are one turn however many there are (a turn's pieces are
     joined once: appended one by one, a 1 MiB body of one-letter messages cost quadratic copying)."""
