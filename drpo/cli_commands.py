@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from backends.errors import CallFailed
+from backends.errors import CallFailed, RequestRejected
 from drpo.cli_config import cache_flag, cache_folder
 from drpo.cli_errors import FAILURES, is_bad_input, report
 from drpo.cli_summary import curate_summary, optimize_summary
@@ -180,8 +180,11 @@ def run_answer(args: argparse.Namespace, config: RunConfig) -> int:
             await model.probe()  # an engine that is down or refuses the key: one line, nothing written
             return await model.answer(args.query)
         except CallFailed as failure:
-            raise AnswerFailed(f"answer: no answer from {backend.kind}:{model.engine.model}: {failure}; check that "
-                               "the engine is up and try again") from failure
+            hint = ("the engine rejected this request, and would again: shorten the query or the prompt, or give the "
+                    "engine a longer context" if isinstance(failure.last, RequestRejected)
+                    else "check that the engine is up and try again")
+            raise AnswerFailed(f"answer: no answer from {backend.kind}:{model.engine.model}: {failure}; {hint}"
+                               ) from failure
         finally:
             await model.aclose()
 

@@ -1,5 +1,5 @@
 """Kind 3, engines that misbehave, for every command that calls one: down, refusing the key or the
-model, failing with 5xx, answering 200 with HTML, non-JSON, `{}` or no choices, dropping the
+model, rejecting the request (400, not retried), failing with 5xx, answering 200 with HTML, non-JSON, `{}` or no choices, dropping the
 connection. Each fault arrives mid-command (the start-up probe passed), except "down". The
 command ends with its exit code and one line, no traceback; what it leaves on disk is what a user
 can continue from (optimize: a checkpointed run) or nothing that blocks running it again."""
@@ -30,6 +30,10 @@ def expectation(command: str, fault: str) -> tuple[int, list[str]]:
         return 2, REFUSED[fault]
     if fault in TRANSPORT and command in ("optimize", "eval"):
         return 1, ["is the engine up?"]  # three calls in a row lost at the transport level: down
+    if fault == "400" and command == "optimize":  # rejected, not retried: fix the engine's context, then resume
+        return 1, ["initial prompt could not be evaluated", "400"]
+    if fault == "400" and command == "answer":  # not "is the engine up": it is, and would reject it again
+        return 1, [NOTHING_USABLE[command], "rejected this request"]
     if command == "optimize":  # the root's evaluation got only unusable answers, which a resume would replay
         return 1, ["initial prompt could not be evaluated", "--force"]
     return 1, [NOTHING_USABLE[command]]

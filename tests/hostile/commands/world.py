@@ -81,6 +81,7 @@ def misbehaviours(key: str) -> dict[str, Misbehaviour]:
     return {
         "401": error(401, "Incorrect API key provided."),
         "404": error(404, "The model does not exist."),
+        "400": error(400, "This model's maximum context length is 8192 tokens."),
         "500": error(500, "Internal server error."),
         "html-200": raw("<html><body><h1>Bad gateway</h1></body></html>", "text/html"),
         "non-json-200": raw("this is not JSON at all"),
